@@ -1,0 +1,157 @@
+"""Closed-loop evaluation on held-out seeded episodes (ROS-free, same runtime + driver core as the nodes).
+
+``ros2 run vla_training evaluate --policy checkpoints/film_cnn --episodes 50`` runs 50 episodes of
+each task kind (reach, pick) on seeds never used for recording (``--seed``, default 1 000 000) and
+prints the success rate per task. ``--policy`` is a checkpoint directory, ``expert`` or ``random``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ['EvalConfig', 'evaluate', 'main', 'HELD_OUT_SEED']
+
+log = logging.getLogger('vla_training.evaluate')
+
+# Recording uses seeds from 0 up; evaluation starts far above so no scene is shared.
+HELD_OUT_SEED = 1_000_000
+
+
+@dataclass
+class EvalConfig:
+    policy: str                      # checkpoint dir | 'expert' | 'random'
+    episodes: int = 50               # per task kind
+    tasks: Tuple[str, ...] = ('reach', 'pick')
+    seed: int = HELD_OUT_SEED
+    workers: int = 2
+    n_action_steps: Optional[int] = None   # default: the checkpoint's
+    max_obs_age_s: float = 0.5
+    image_size: int = 96
+    gif: Optional[str] = None        # save the first episode of the first task as an animation
+
+
+def _make_controller(policy: str, sim, seed: int, n_action_steps, max_obs_age_s, holder: dict):
+    from vla_training.experts import RandomPolicy, ScriptedExpert
+    from vla_training.rollout import ExpertController, RuntimeController
+    if policy == 'expert':
+        return None  # built per episode (needs the task)
+    if policy == 'random':
+        return ExpertController(RandomPolicy(seed))
+    from vla_policy.policy import VLAPolicy
+    from vla_policy.runtime import PolicyRuntime, RuntimeConfig
+    if 'policy' not in holder:
+        holder['policy'] = VLAPolicy.from_checkpoint(policy)
+    pol = holder['policy']
+    cfg = pol.config
+    rt = PolicyRuntime(pol, sim.embodiment, RuntimeConfig(
+        n_obs_steps=cfg.chunk.n_obs_steps,
+        n_action_steps=n_action_steps or cfg.chunk.n_action_steps,
+        max_obs_age_s=max_obs_age_s, camera=pol.camera))
+    return RuntimeController(rt)
+
+
+def _worker(args) -> List[dict]:
+    cfg, jobs = args
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    import torch
+    torch.set_num_threads(1)
+    from robot_drivers.sim.franka_cubes import FrankaCubeSim, SimConfig
+    from vla_training.experts import ScriptedExpert, Task
+    from vla_training.rollout import ExpertController, run_episode
+    sim = FrankaCubeSim(SimConfig(image_size=cfg.image_size))
+    holder: dict = {}
+    out = []
+    for kind, colour, seed, keep in jobs:
+        task = Task(kind, colour)
+        if cfg.policy == 'expert':
+            expert = ScriptedExpert(sim, task)
+            ctrl = ExpertController(expert)
+            hook = expert.reset
+        else:
+            ctrl = _make_controller(cfg.policy, sim, seed, cfg.n_action_steps, cfg.max_obs_age_s, holder)
+            hook = None
+        t0 = time.time()
+        r = run_episode(sim, task, seed, ctrl, keep_frames=keep, reset_hook=hook)
+        out.append(dict(kind=kind, colour=colour, seed=seed, success=r.success, distance=r.final_distance,
+                        lift=r.lift, seconds=time.time() - t0, inferences=r.inferences,
+                        frames=r.frames if keep else None))
+    sim.close()
+    return out
+
+
+def evaluate(cfg: EvalConfig) -> Dict[str, object]:
+    """Run the episodes; returns ``{'success': {kind: rate}, 'episodes': [...], 'seconds': s}``.
+
+    Episode ``i`` of kind ``k`` uses seed ``cfg.seed + i`` and colour ``('red', 'green', 'blue')[i % 3]``,
+    so every policy sees the same scenes.
+    """
+    colours = ('red', 'green', 'blue')
+    jobs = []
+    for kind in cfg.tasks:
+        for i in range(cfg.episodes):
+            keep = bool(cfg.gif) and kind == cfg.tasks[0] and i == 0
+            jobs.append((kind, colours[i % 3], cfg.seed + i, keep))
+    shards = [jobs[i::cfg.workers] for i in range(cfg.workers)]
+    shards = [s for s in shards if s]
+    t0 = time.time()
+    if len(shards) == 1:
+        results = [_worker((cfg, shards[0]))]
+    else:
+        with mp.get_context('spawn').Pool(len(shards)) as pool:
+            results = pool.map(_worker, [(cfg, s) for s in shards])
+    episodes = [e for r in results for e in r]
+    success = {k: float(np.mean([e['success'] for e in episodes if e['kind'] == k])) for k in cfg.tasks}
+    if cfg.gif:
+        frames = next(e['frames'] for e in episodes if e['frames'])
+        save_animation(frames, cfg.gif)
+    for e in episodes:
+        e.pop('frames', None)
+    return {'success': success, 'episodes': episodes, 'seconds': time.time() - t0}
+
+
+def save_animation(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> str:
+    """Write ``frames`` (uint8 (H, W, 3)) as GIF (or MP4 by extension) via imageio, atomically."""
+    import imageio.v3 as iio
+    tmp = f'{path}.tmp{os.path.splitext(path)[1]}'
+    iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog='evaluate', description=__doc__.split('\n\n')[0])
+    p.add_argument('--policy', required=True, help="checkpoint directory, 'expert' or 'random'")
+    p.add_argument('--episodes', type=int, default=50, help='episodes per task kind')
+    p.add_argument('--tasks', default='reach,pick')
+    p.add_argument('--seed', type=int, default=HELD_OUT_SEED)
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--n-action-steps', type=int, default=None)
+    p.add_argument('--gif', default=None, help='save one rollout as GIF/MP4')
+    p.add_argument('--json', default=None, help='write the results here')
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    if a.policy not in ('expert', 'random') and not os.path.isdir(a.policy):
+        p.error(f'--policy: {a.policy!r} is neither expert, random nor a checkpoint directory')
+    res = evaluate(EvalConfig(a.policy, a.episodes, tuple(a.tasks.split(',')), a.seed, a.workers,
+                              a.n_action_steps, gif=a.gif))
+    for k, v in res['success'].items():
+        print(f'{k:>6}: {v:.0%} success over {a.episodes} episodes')
+    if a.json:
+        tmp = a.json + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(res, f, indent=1)
+        os.replace(tmp, a.json)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
