@@ -97,6 +97,15 @@ class ScriptedExpert:
         self.phase = 'approach'
         self._grasp_steps = 0
         self._target_cube = None
+        self._q_ref: Optional[np.ndarray] = None
+
+    def _reference(self, q: np.ndarray) -> np.ndarray:
+        # Plan from the previous command, not the lagging measurement (a position servo trails
+        # its target by ~0.1 s): the reference stays ahead and the arm moves at the planned
+        # speed. Fall back to the measurement when the two drift apart (a collision, a reset).
+        if self._q_ref is None or np.max(np.abs(self._q_ref[:7] - q[:7])) > 0.25:
+            return q.copy()
+        return self._q_ref
 
     def _cube(self) -> Tuple[np.ndarray, float]:
         adr = self.sim._cube_qadr[self.task.colour]
@@ -128,7 +137,7 @@ class ScriptedExpert:
         return self._target_cube + [0.0, 0.0, self.lift_height], GRIPPER_CLOSED
 
     def act(self, q: np.ndarray) -> np.ndarray:
-        q = np.asarray(q, dtype=np.float64)
+        q = self._reference(np.asarray(q, dtype=np.float64))
         ee, _, _ = self.sim.fk(q[:7])
         waypoint, grip = self._waypoint(ee)
         delta = waypoint - ee
@@ -141,7 +150,8 @@ class ScriptedExpert:
         # Joint step cap: 90 % of the datasheet velocity over one period.
         lim = 0.9 * self.vmax * self.dt
         q_arm = q[:7] + np.clip(q_des - q[:7], -lim, lim)
-        return np.concatenate([q_arm, [grip]])
+        self._q_ref = np.concatenate([q_arm, [grip]])
+        return self._q_ref.copy()
 
     def _ik(self, q0: np.ndarray, p_des: np.ndarray, r_des: np.ndarray, iters: int = 15,
             damping: float = 0.05) -> np.ndarray:

@@ -30,6 +30,9 @@ __all__ = ['Topics', 'EpisodeResult', 'ExpertController', 'RuntimeController', '
 
 # Control ticks per episode (10 Hz): the expert needs ~25 ticks to reach, ~40 to pick and lift.
 EPISODE_STEPS = {'reach': 40, 'pick': 60}
+# Message stamps = sim time + this offset (s): a wall-clock-like epoch, because rosbag2 tools and
+# the bag reader treat a zero header stamp as "unset".
+STAMP_OFFSET = 1_800_000_000.0
 
 
 @dataclass(frozen=True)
@@ -107,13 +110,13 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
     n_sub = int(round(dt * driver_rate_hz))
     emit = on_message or (lambda *a: None)
     instr = conv.string_msg(task.instruction, types)
-    emit(topics.instruction, 'std_msgs/msg/String', instr, 0.0)
+    emit(topics.instruction, 'std_msgs/msg/String', instr, STAMP_OFFSET + sim.time)
     if isinstance(controller, RuntimeController):
         controller.runtime.on_instruction_msg(instr)
     frames: List[np.ndarray] = []
     events = 0
     for k in range(steps):
-        now = sim.time
+        now = STAMP_OFFSET + sim.time
         sample = sim.read()
         joint_msg = conv.arrays_to_joint_state(emb.joint_names, sample.positions, now, types,
                                                velocities=sample.velocities)
