@@ -21,6 +21,7 @@ from .images import preprocess_image
 from .models.config import VLAConfig
 from .models.vla import VLA
 from .normalization import NormalizationStats
+from .transforms import from_delta
 
 __all__ = ['VLAPolicy']
 
@@ -108,5 +109,9 @@ class VLAPolicy:
         with torch.no_grad():
             pred = self.model(batch)[0].float().cpu().numpy()  # (H, A) normalized
         actions = self.stats['action'].unnormalize(pred)  # (H, A)
+        actions = from_delta(actions, history[-1].joint_positions, self.config.delta_action_dims)  # (H, A)
+        for d in self.config.binary_action_dims:   # open/closed, as the gripper was demonstrated
+            lo, hi = self.embodiment.lower[d], self.embodiment.upper[d]
+            actions[:, d] = np.where(actions[:, d] > 0.5 * (lo + hi), hi, lo)
         return ActionChunk(actions=actions, joint_names=tuple(self.embodiment.joint_names),
                            dt=self.embodiment.dt, stamp=float(history[-1].stamp))

@@ -81,6 +81,9 @@ class RuntimeController:
     def __init__(self, runtime: PolicyRuntime, topics: Topics = Topics()) -> None:
         self.runtime, self.topics = runtime, topics
 
+    def on_instruction(self, msg: Any) -> None:
+        self.runtime.on_instruction_msg(msg)
+
     def __call__(self, now: float, image_msg: Any, joint_msg: Any, types: conv.MessageTypes) -> Optional[Any]:
         self.runtime.on_image_msg(image_msg, source=self.topics.image)
         self.runtime.on_joint_state_msg(joint_msg, source=self.topics.joint_states)
@@ -111,8 +114,8 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
     emit = on_message or (lambda *a: None)
     instr = conv.string_msg(task.instruction, types)
     emit(topics.instruction, 'std_msgs/msg/String', instr, STAMP_OFFSET + sim.time)
-    if isinstance(controller, RuntimeController):
-        controller.runtime.on_instruction_msg(instr)
+    if hasattr(controller, 'on_instruction'):
+        controller.on_instruction(instr)
     frames: List[np.ndarray] = []
     events = 0
     for k in range(steps):

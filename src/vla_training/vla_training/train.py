@@ -29,6 +29,7 @@ from vla_policy.models.config import VLAConfig
 from vla_policy.models.tokenizer import HFTokenizer, WordTokenizer
 from vla_policy.models.vla import VLA
 from vla_policy.normalization import NormalizationStats
+from vla_policy.transforms import to_delta
 
 from .bag_dataset import chunk_targets
 
@@ -141,6 +142,7 @@ def build_arrays(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, np.ndarra
         rate = getattr(ep, 'rate_hz', None)
         kw = dict(stamps=np.asarray(ep.stamps), period_s=1.0 / rate) if rate else {}
         tgt, pad = chunk_targets(np.asarray(ep.actions, np.float32), h, **kw)  # (T, H, A), (T, H)
+        tgt = to_delta(tgt, np.asarray(ep.joint_positions, np.float32), cfg.delta_action_dims)  # (T, H, A)
         # start of each tick's contiguous stretch (a gap = dropped ticks), for observation padding
         seg_start = np.zeros(t, dtype=np.int64)
         if rate:
@@ -167,7 +169,17 @@ def compute_stats(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, Normaliz
     """Quantile stats ``{'action', 'state'}`` (state only if ``state_dim > 0``) from ``episodes`` (pass the training split only)."""
     if not episodes:
         raise ValueError('compute_stats: no episodes')
-    out = {'action': NormalizationStats.from_data(np.concatenate([np.asarray(e.actions, np.float32) for e in episodes]))}
+    if cfg.delta_action_dims:
+        # statistics of what the model predicts: chunk targets relative to the tick's joints
+        rows = []
+        for e in episodes:
+            tgt, pad = chunk_targets(np.asarray(e.actions, np.float32), cfg.chunk.chunk_size)  # (T, H, A)
+            rel = to_delta(tgt, np.asarray(e.joint_positions, np.float32), cfg.delta_action_dims)
+            rows.append(rel[~pad])                                                            # (n, A)
+        acts = np.concatenate(rows)
+    else:
+        acts = np.concatenate([np.asarray(e.actions, np.float32) for e in episodes])
+    out = {'action': NormalizationStats.from_data(acts)}
     if cfg.state_dim:
         out['state'] = NormalizationStats.from_data(
             np.concatenate([np.asarray(e.joint_positions, np.float32) for e in episodes]))

@@ -1,10 +1,143 @@
-"""Placeholder for the ``ros2 run vla_training train`` entry point (declared in setup.py); not written yet."""
+"""``ros2 run vla_training train``: rosbag2 recordings -> VLA checkpoint.
+
+    ros2 run vla_training train --bags demos/ --config config/train_franka.yaml --output runs/film_cnn
+
+The YAML has three sections that map 1:1 onto dataclasses: ``model`` -> ``VLAConfig`` (with
+``backbone``, ``head``, ``chunk``), ``train`` -> ``TrainConfig``, ``data`` -> the bag reader
+(``topics`` -> ``BagTopics``, ``rate_hz``, ``max_age_s``). Unknown keys are errors. Command-line
+flags override single fields (``--steps``, ``--backbone``). The checkpoint is written to
+``<output>/checkpoint`` (atomically), with ``train_log.jsonl`` and TensorBoard logs in ``<output>``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+__all__ = ['DataConfig', 'load_train_yaml', 'run', 'main']
+
+log = logging.getLogger('vla_training.train')
 
 
-def main(argv=None):
-    """Raises SystemExit: the module is not implemented yet."""
-    raise SystemExit('not yet implemented')
+@dataclass
+class DataConfig:
+    """How bags become episodes (``vla_training.bag_dataset.read_episode`` arguments)."""
+
+    topics: Dict[str, str] = field(default_factory=dict)   # BagTopics fields; {} = defaults
+    rate_hz: Optional[float] = None     # None = the embodiment's control rate
+    max_age_s: Optional[float] = None   # None = two control periods
+    action_from_state: List[str] = field(default_factory=list)  # joints whose action = next measured state
+    workers: int = 2                    # processes decoding bags
+
+
+def _strict(cls, d: Optional[Dict[str, Any]], where: str):
+    import dataclasses
+    d = dict(d or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f'{where}: unknown key(s) {unknown}; known: {sorted(names)}')
+    return cls(**d)
+
+
+def load_train_yaml(path: Optional[str]):
+    """``(VLAConfig, TrainConfig, DataConfig)`` from a YAML file (None = all defaults).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unknown section or key (named with the file).
+    """
+    import yaml
+    from vla_policy.models.config import VLAConfig
+    from vla_training.train import TrainConfig
+    raw: Dict[str, Any] = {}
+    if path:
+        with open(path, encoding='utf-8') as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f'{path}: expected a mapping with sections model/train/data')
+    unknown = sorted(set(raw) - {'model', 'train', 'data'})
+    if unknown:
+        raise ValueError(f'{path}: unknown section(s) {unknown}; expected model, train, data')
+    try:
+        model = VLAConfig.from_dict(raw.get('model') or {})
+        train = _strict(TrainConfig, raw.get('train'), 'train')
+        data = _strict(DataConfig, raw.get('data'), 'data')
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'{path}: {exc}') from exc
+    return model, train, data
+
+
+def _read_one(args):
+    path, emb_name, topics, kw = args
+    from robot_drivers.embodiment import get_embodiment
+    from vla_training.bag_dataset import BagTopics, read_episode
+    return read_episode(path, get_embodiment(emb_name), BagTopics.from_dict(topics), **kw)
+
+
+def read_bags(bags: Sequence[str], model_cfg, data: DataConfig):
+    """Episodes of every bag under ``bags`` (a bag dir, a dir of bags, or several), decoded in parallel."""
+    import multiprocessing as mp
+    from vla_training.bag_dataset import find_bags
+    paths = find_bags(list(bags))
+    kw = dict(rate_hz=data.rate_hz, image_size=None, max_age_s=data.max_age_s)
+    if data.action_from_state:
+        kw['action_from_state'] = tuple(data.action_from_state)
+    jobs = [(str(p), model_cfg.embodiment, data.topics, kw) for p in paths]
+    if data.workers > 1 and len(jobs) > 1:
+        with mp.get_context('spawn').Pool(min(data.workers, len(jobs))) as pool:
+            return pool.map(_read_one, jobs, chunksize=max(1, len(jobs) // (4 * data.workers)))
+    return [_read_one(j) for j in jobs]
+
+
+def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str] = None,
+        overrides: Optional[Dict[str, Any]] = None, progress: bool = True):
+    """Read ``bags``, train, return the ``TrainResult``; ``overrides``: ``{'steps': 500, 'backbone': 'hf_vlm'}``."""
+    from vla_training.train import train
+    model_cfg, train_cfg, data_cfg = load_train_yaml(config)
+    overrides = dict(overrides or {})
+    if overrides.get('backbone'):
+        model_cfg.backbone.name = overrides.pop('backbone')
+        model_cfg = type(model_cfg).from_dict(model_cfg.to_dict())   # re-run the cross-field checks
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(train_cfg, k, v)
+    if output:
+        train_cfg.output_dir = output
+    train_cfg = type(train_cfg)(**vars(train_cfg))
+    t0 = time.time()
+    episodes = read_bags(bags, model_cfg, data_cfg)
+    n = sum(len(e) for e in episodes)
+    dropped = sum(e.dropped for e in episodes)
+    log.info('read %d episodes (%d samples, %d stale ticks dropped) in %.1f s', len(episodes), n, dropped,
+             time.time() - t0)
+    if progress:
+        print(f'read {len(episodes)} episodes, {n} samples ({dropped} stale ticks dropped) in {time.time() - t0:.1f} s')
+    return train(episodes, model_cfg, train_cfg, progress=progress)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog='train', description=__doc__.split('\n\n')[0])
+    p.add_argument('--bags', nargs='+', required=True, help='rosbag2 directories, or directories holding them')
+    p.add_argument('--config', default=None, help='YAML with model/train/data sections (config/train_franka.yaml)')
+    p.add_argument('--output', default=None, help='run directory (default: train.output_dir of the config)')
+    p.add_argument('--steps', type=int, default=None)
+    p.add_argument('--batch-size', type=int, default=None)
+    p.add_argument('--backbone', default=None, help='backbone registry name, e.g. film_cnn or hf_vlm')
+    p.add_argument('--device', default=None)
+    p.add_argument('--no-progress', action='store_true')
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    res = run(a.bags, a.config, a.output,
+              {'steps': a.steps, 'batch_size': a.batch_size, 'backbone': a.backbone, 'device': a.device},
+              progress=not a.no_progress)
+    print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

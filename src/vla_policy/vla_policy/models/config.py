@@ -141,6 +141,11 @@ class VLAConfig:
         embodiment: registry name (``robot_drivers.embodiment.get_embodiment``).
         camera_names: ``Observation.images`` keys fed to the model, in order.
         max_tokens: instruction length L after padding/truncation.
+        delta_action_dims: action dims predicted relative to the newest joint positions
+            (openpi DeltaActions, see ``vla_policy.transforms``); needs state_dim == action_dim.
+        binary_action_dims: action dims executed as open/closed (RT-1 / RoboVLMs treat the gripper
+            as a binary action): the prediction snaps to the nearer of the embodiment joint's
+            lower/upper limit. Stops a half-closed gripper from drifting the proprio input.
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -151,6 +156,8 @@ class VLAConfig:
     embodiment: str = 'franka_panda'
     camera_names: Tuple[str, ...] = ('front',)  # matches vla_policy.runtime.RuntimeConfig.camera default
     max_tokens: int = 16          # instructions are short commands ("pick the red cube")
+    delta_action_dims: Tuple[int, ...] = ()   # () = absolute targets; Franka configs use the 7 arm joints
+    binary_action_dims: Tuple[int, ...] = ()  # () = continuous; Franka configs use the finger (7)
 
     def __post_init__(self) -> None:
         for k, cls in (('backbone', BackboneConfig), ('head', HeadConfig), ('chunk', ChunkConfig)):
@@ -170,6 +177,20 @@ class VLAConfig:
             raise ValueError(f'camera_names has duplicates: {self.camera_names}')
         if self.max_tokens < 1:
             raise ValueError(f'max_tokens must be >= 1, got {self.max_tokens}')
+        self.delta_action_dims = tuple(int(d) for d in self.delta_action_dims)
+        if self.delta_action_dims:
+            if self.state_dim != self.action_dim:
+                raise ValueError(f'delta_action_dims needs state_dim == action_dim, got {self.state_dim} '
+                                 f'and {self.action_dim}')
+            bad = [d for d in self.delta_action_dims if not 0 <= d < self.action_dim]
+            if bad or len(set(self.delta_action_dims)) != len(self.delta_action_dims):
+                raise ValueError(f'delta_action_dims {self.delta_action_dims} must be distinct indices '
+                                 f'in [0, action_dim={self.action_dim})')
+        self.binary_action_dims = tuple(int(d) for d in self.binary_action_dims)
+        bad = [d for d in self.binary_action_dims if not 0 <= d < self.action_dim]
+        if bad or set(self.binary_action_dims) & set(self.delta_action_dims):
+            raise ValueError(f'binary_action_dims {self.binary_action_dims} must be indices in [0, action_dim='
+                             f'{self.action_dim}) and not in delta_action_dims {self.delta_action_dims}')
         if self.state_dim == 0 and (self.head.use_state or self.backbone.use_state):
             raise ValueError('state_dim is 0 but head.use_state/backbone.use_state is set')
 
