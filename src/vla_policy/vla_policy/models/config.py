@@ -18,7 +18,8 @@ class BackboneConfig:
     """Vision-language trunk: images (B, T, 3, S, S) + tokens (B, L) [+ state] -> feature (B, D).
 
     Attributes (film_cnn):
-        channels: conv channels per stride-2 block.
+        channels: conv channels per block.
+        strides: stride of each block's first conv (default 2 each).
         word_dim: instruction word-embedding size (FiLM conditioning input).
         feature_dim: output feature size D.
         vocab_size: tokenizer vocabulary size; filled in from the tokenizer at training time.
@@ -37,6 +38,7 @@ class BackboneConfig:
     use_state: bool = False       # film_cnn/hf_vlm ignore state; the head consumes it instead
     # --- film_cnn (RT-1 FiLM-EfficientNet idea, scaled down) ---
     channels: Tuple[int, ...] = (32, 64, 64)   # 3 stride-2 blocks: 64 px -> 8x8 keypoint maps, ~0.2-0.5 M params
+    strides: Tuple[int, ...] = ()  # per block; () = all 2. (2, 2, 1) keeps 16x16 maps at 64 px: finer keypoints
     word_dim: int = 64            # small: vocab of a few dozen words
     feature_dim: int = 256        # width of the post-keypoint MLP = feature D
     vocab_size: int = 0           # 0 = not yet known (set from the tokenizer before building)
@@ -75,6 +77,10 @@ class BackboneConfig:
                                          f'num_heads ({self.num_heads})')
         if self.name == 'film_cnn' and not self.channels:
             raise ValueError('backbone.channels must be non-empty for film_cnn')
+        self.strides = tuple(int(s) for s in self.strides)
+        if self.strides and (len(self.strides) != len(self.channels) or min(self.strides) < 1):
+            raise ValueError(f'backbone.strides {self.strides} must give one stride >= 1 per channel entry '
+                             f'{self.channels}')
 
 
 @dataclass

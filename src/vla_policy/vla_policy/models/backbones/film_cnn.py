@@ -1,6 +1,6 @@
 """``film_cnn``: a small RT-1-style language-conditioned CNN that learns from scratch on a CPU.
 
-Per image (shared weights): ``len(channels)`` blocks of [3x3 conv stride 2, 3x3 conv, GroupNorm,
+Per image (shared weights): ``len(channels)`` blocks of [3x3 conv (``strides``, default 2), 3x3 conv, GroupNorm,
 ReLU] each followed by FiLM (Perez et al. 2018, "FiLM: Visual Reasoning with a General
 Conditioning Layer"; used per block in RT-1, Brohan et al. 2022) from the instruction embedding
 (masked mean of learned word embeddings). A 1x1 conv gives K keypoint maps reduced with a
@@ -43,9 +43,9 @@ class SpatialSoftmax(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, cond_dim: int) -> None:
+    def __init__(self, cin: int, cout: int, cond_dim: int, stride: int = 2) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.norm = nn.GroupNorm(min(8, cout), cout)
         self.film = nn.Linear(cond_dim, 2 * cout)
@@ -81,7 +81,9 @@ class FiLMCNN(nn.Module):
         self.n_images = cfg.n_images
         self.word_emb = nn.Embedding(b.vocab_size, b.word_dim, padding_idx=0)
         chans = (3,) + tuple(b.channels)
-        self.blocks = nn.ModuleList(_Block(chans[i], chans[i + 1], b.word_dim) for i in range(len(b.channels)))
+        strides = tuple(b.strides) if b.strides else (2,) * len(b.channels)
+        self.blocks = nn.ModuleList(_Block(chans[i], chans[i + 1], b.word_dim, strides[i])
+                                    for i in range(len(b.channels)))
         self.keypoints = nn.Conv2d(chans[-1], self.n_keypoints, 1)
         self.softmax = SpatialSoftmax()
         in_dim = self.n_images * 2 * self.n_keypoints + b.word_dim
