@@ -18,7 +18,6 @@ setup(
     description='Embodiments, message conversions, safety filter, arm driver core and nodes (ROS-free core).',
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'arm_driver_node = robot_drivers.arm_driver_node:main',

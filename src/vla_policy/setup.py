@@ -43,7 +43,6 @@ setup(
     description='VLA policy models, ROS-free runtime and policy_node; Franka launch file and parameters.',
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'policy_node = vla_policy.policy_node:main',

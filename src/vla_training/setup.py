@@ -18,7 +18,6 @@ setup(
     description='rosbag2 demonstrations to VLA checkpoints: record, train, evaluate, demo.',
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'train = vla_training.train_cli:main',

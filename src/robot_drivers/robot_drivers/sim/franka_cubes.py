@@ -91,9 +91,9 @@ class SimConfig:
     workspace: Tuple[float, float, float, float] = (0.40, 0.62, -0.20, 0.20)
     min_separation: float = 0.10
     fast_render: bool = True
-    camera_pos: Tuple[float, float, float] = (1.0, 0.0, 0.55)
-    camera_target: Tuple[float, float, float] = (0.47, 0.0, 0.02)
-    camera_fovy: float = 45.0
+    camera_pos: Tuple[float, float, float] = (0.95, 0.0, 0.70)
+    camera_target: Tuple[float, float, float] = (0.49, 0.0, 0.06)
+    camera_fovy: float = 36.0
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
