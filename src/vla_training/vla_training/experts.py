@@ -6,7 +6,8 @@ step it moves the TCP target at most ``max_speed * dt`` towards the active waypo
 for the joint target with damped-least-squares IK (Nakamura & Hanafusa 1986; Buss 2004,
 "Introduction to inverse kinematics with Jacobian transpose, pseudoinverse and damped least
 squares methods"), with a null-space pull towards the ready pose. It is closed-loop on the
-measured joints, so it recovers from tracking lag.
+measured joints: its command is a function of the current state (Markovian), which is what
+behaviour cloning can imitate, and it corrects any perturbation (see ``rollout`` DART noise).
 """
 from __future__ import annotations
 
@@ -76,12 +77,13 @@ def _rot_z(a: float) -> np.ndarray:
 class ScriptedExpert:
     """Waypoint + IK expert. ``act(q (8,)) -> joint targets (8,)`` for the next control step.
 
-    max_speed: TCP speed cap, m/s (0.25 m/s keeps the joint steps well under the Panda's
-        2.175 rad/s limits at 10 Hz).
+    max_speed: TCP step cap per period / dt, m/s. The target is planned from the *measured*
+        joints (so the demonstrations are a function of what the policy observes); the
+        position servo trails its target, so the arm moves at roughly half this speed.
     approach_height: m above the cube centre for the first waypoint.
     """
 
-    def __init__(self, sim: FrankaCubeSim, task: Task, *, max_speed: float = 0.25, approach_height: float = 0.10,
+    def __init__(self, sim: FrankaCubeSim, task: Task, *, max_speed: float = 0.4, approach_height: float = 0.10,
                  lift_height: float = 0.15, waypoint_tolerance: float = 0.012, seed: int = 0) -> None:
         self.sim, self.task = sim, task
         self.max_speed, self.approach_height, self.lift_height = max_speed, approach_height, lift_height
@@ -97,15 +99,6 @@ class ScriptedExpert:
         self.phase = 'approach'
         self._grasp_steps = 0
         self._target_cube = None
-        self._q_ref: Optional[np.ndarray] = None
-
-    def _reference(self, q: np.ndarray) -> np.ndarray:
-        # Plan from the previous command, not the lagging measurement (a position servo trails
-        # its target by ~0.1 s): the reference stays ahead and the arm moves at the planned
-        # speed. Fall back to the measurement when the two drift apart (a collision, a reset).
-        if self._q_ref is None or np.max(np.abs(self._q_ref[:7] - q[:7])) > 0.25:
-            return q.copy()
-        return self._q_ref
 
     def _cube(self) -> Tuple[np.ndarray, float]:
         adr = self.sim._cube_qadr[self.task.colour]
@@ -137,7 +130,7 @@ class ScriptedExpert:
         return self._target_cube + [0.0, 0.0, self.lift_height], GRIPPER_CLOSED
 
     def act(self, q: np.ndarray) -> np.ndarray:
-        q = self._reference(np.asarray(q, dtype=np.float64))
+        q = np.asarray(q, dtype=np.float64)
         ee, _, _ = self.sim.fk(q[:7])
         waypoint, grip = self._waypoint(ee)
         delta = waypoint - ee
@@ -150,8 +143,7 @@ class ScriptedExpert:
         # Joint step cap: 90 % of the datasheet velocity over one period.
         lim = 0.9 * self.vmax * self.dt
         q_arm = q[:7] + np.clip(q_des - q[:7], -lim, lim)
-        self._q_ref = np.concatenate([q_arm, [grip]])
-        return self._q_ref.copy()
+        return np.concatenate([q_arm, [grip]])
 
     def _ik(self, q0: np.ndarray, p_des: np.ndarray, r_des: np.ndarray, iters: int = 15,
             damping: float = 0.05) -> np.ndarray:

@@ -42,6 +42,9 @@ class RecordConfig:
     storage: str = 'mcap'
     workers: int = 2            # one per core on the 2-core reference machine
     image_size: int = 96
+    # DART noise on the executed arm targets (rad, see rollout.run_episode); 0 = clean demos.
+    # 0.03 rad moves the TCP by ~2 cm: the size of the misses a cloned policy makes near the cube.
+    action_noise: float = 0.03
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -55,7 +58,8 @@ def _task_for(seed: int, tasks: Sequence[str]):
     return sample_task(np.random.default_rng(seed + 7_919), tuple(tasks))
 
 
-def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], storage: str = 'mcap'):
+def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], storage: str = 'mcap',
+                   action_noise: float = 0.0):
     """Run the scripted expert for one seeded episode and write it to the bag ``path``.
 
     Returns the :class:`~vla_training.rollout.EpisodeResult`. Raises FileExistsError if ``path`` exists.
@@ -84,18 +88,18 @@ def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], sto
             writer.write(topic, msg, t)
 
         result = run_episode(sim, task, seed, ExpertController(expert), on_message=on_message,
-                             reset_hook=reset_hook)
+                             reset_hook=reset_hook, action_noise=action_noise)
     return result
 
 
 def _worker(args) -> List[Tuple[int, str, bool]]:
-    seeds, out, tasks, storage, image_size = args
+    seeds, out, tasks, storage, image_size, action_noise = args
     os.environ.setdefault('MUJOCO_GL', 'egl')
     from robot_drivers.sim.franka_cubes import FrankaCubeSim, SimConfig
     sim = FrankaCubeSim(SimConfig(image_size=image_size))
     done = []
     for s in seeds:
-        r = record_episode(sim, s, pathlib.Path(out) / f'episode_{s:06d}', tasks, storage)
+        r = record_episode(sim, s, pathlib.Path(out) / f'episode_{s:06d}', tasks, storage, action_noise)
         done.append((s, r.task.instruction, r.success))
     sim.close()
     return done
@@ -108,7 +112,7 @@ def record_demos(cfg: RecordConfig, progress: bool = True) -> List[pathlib.Path]
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     shards = [seeds[i::cfg.workers] for i in range(cfg.workers)]
     t0 = time.time()
-    jobs = [(s, str(out), tuple(cfg.tasks), cfg.storage, cfg.image_size) for s in shards if s]
+    jobs = [(s, str(out), tuple(cfg.tasks), cfg.storage, cfg.image_size, cfg.action_noise) for s in shards if s]
     if len(jobs) == 1:
         results = [_worker(jobs[0])]
     else:
@@ -133,10 +137,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--image-size', type=int, default=96)
+    p.add_argument('--action-noise', type=float, default=0.03,
+                   help='DART noise on executed arm targets, rad (the recorded command stays clean)')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     cfg = RecordConfig(a.episodes, a.output, a.seed, tuple(t for t in a.tasks.split(',') if t), a.storage,
-                       a.workers, a.image_size)
+                       a.workers, a.image_size, a.action_noise)
     record_demos(cfg)
     return 0
 

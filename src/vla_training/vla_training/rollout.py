@@ -96,8 +96,15 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
                 safety: Optional[SafetyConfig] = None, driver_rate_hz: float = 50.0,
                 on_message: Optional[Callable[[str, str, Any, float], None]] = None,
                 keep_frames: bool = False, frame_size: int = 160,
-                reset_hook: Optional[Callable[[], None]] = None) -> EpisodeResult:
+                reset_hook: Optional[Callable[[], None]] = None,
+                action_noise: float = 0.0, noise_hold: int = 5) -> EpisodeResult:
     """Run one seeded episode; see the module docstring. ``reset_hook`` runs after ``sim.reset``.
+
+    ``action_noise`` (rad): DART noise injection (Laskey et al. 2017, "DART: Noise Injection for
+    Robust Imitation Learning"): the *executed* arm targets get a random offset ~ N(0, sigma) in
+    a random half of the ``noise_hold``-tick windows, while the published (recorded) command stays the
+    controller's clean one. Demonstrations then show the expert correcting off-course states
+    that the learned policy will meet, which plain cloning never sees.
 
     The instruction is published once at t = 0 (latched, as ``ros2 topic pub`` with
     transient-local durability) and handed to runtime controllers.
@@ -118,6 +125,8 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
         controller.on_instruction(instr)
     frames: List[np.ndarray] = []
     events = 0
+    noise_rng = np.random.default_rng(seed + 104_729)
+    offset = np.zeros(emb.dof)
     for k in range(steps):
         now = STAMP_OFFSET + sim.time
         sample = sim.read()
@@ -134,6 +143,12 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
         if traj is not None:
             emit(topics.command, 'trajectory_msgs/msg/JointTrajectory', traj, now)
             names, pos, tfs = conv.trajectory_to_arrays(traj, source=topics.command)
+            if action_noise > 0:
+                if k % noise_hold == 0:
+                    offset = np.zeros(emb.dof)
+                    if noise_rng.random() < 0.5:   # half the windows clean: the expert also shows the goal held
+                        offset[:7] = noise_rng.normal(0.0, action_noise, 7)   # arm joints, not the gripper
+                pos = pos + offset[emb.index_of(names)][None]
             driver.on_trajectory(names, pos, tfs, now, now)
         for i in range(n_sub):
             _, ev = driver.tick(now + i * dt / n_sub)
