@@ -13,7 +13,8 @@ topic whose name ends in ``/compressed`` is subscribed as ``sensor_msgs/Compress
 
 Parameters (see ``config/franka.yaml``): ``checkpoint``, ``embodiment``, ``device``,
 ``image_topic``, ``joint_states_topic``, ``instruction_topic``, ``command_topic``,
-``control_rate_hz``, ``n_action_steps`` (0 = the checkpoint's), ``max_obs_age_s``.
+``control_rate_hz``, ``n_action_steps`` (0 = the checkpoint's), ``max_obs_age_s``,
+``temporal_ensemble_m`` (< 0 = off; >= 0 = ACT temporal ensembling with that m, one inference per tick).
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class PolicyNode(Node):
         rate = float(self.declare_parameter('control_rate_hz', 10.0, num).value)
         n_action = int(self.declare_parameter('n_action_steps', 0).value)
         max_age = float(self.declare_parameter('max_obs_age_s', 0.5, num).value)
+        ensemble_m = float(self.declare_parameter('temporal_ensemble_m', -1.0, num).value)
         if not ckpt:
             raise ValueError('parameter checkpoint is empty: pass checkpoint:=<dir> to the launch file '
                              '(train one with `ros2 run vla_training train`)')
@@ -74,7 +76,12 @@ class PolicyNode(Node):
             raise ValueError(f'checkpoint {ckpt} was trained for embodiment {self.policy.config.embodiment!r}, '
                              f'parameter embodiment is {self.embodiment.name!r}')
         chunk = self.policy.config.chunk
-        self.runtime = PolicyRuntime(self.policy, self.embodiment, RuntimeConfig(
+        policy = self.policy
+        if ensemble_m >= 0:   # ACT temporal ensembling: infer every tick
+            from vla_policy.wrappers import TemporalEnsembler
+            policy = TemporalEnsembler(self.policy, ensemble_m, self.policy.config.binary_action_dims)
+            n_action = 1
+        self.runtime = PolicyRuntime(policy, self.embodiment, RuntimeConfig(
             n_obs_steps=chunk.n_obs_steps, n_action_steps=n_action or chunk.n_action_steps,
             max_obs_age_s=max_age, camera=self.policy.camera))
         self._types = conv.rclpy_types()

