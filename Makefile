@@ -38,7 +38,7 @@ test: build
 	$(COLCON) test-result
 
 demo: build
-	source install/setup.bash && demo $(DEMO_ARGS)
+	source install/setup.bash && install/vla_training/lib/vla_training/demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build install log outputs

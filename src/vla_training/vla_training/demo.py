@@ -1,6 +1,6 @@
 """The main job (``make demo``): MuJoCo Franka -> rosbag2 demos -> trained VLAs -> closed-loop table.
 
-1. record ``--episodes`` scripted demonstrations as rosbag2 MCAP (seeds 0..N-1);
+1. record ``--episodes`` (400) scripted demonstrations with DART noise as rosbag2 MCAP (seeds 0..N-1);
 2. train the default model (``config/train_franka.yaml``, film_cnn) and the tiny HF VLM
    (``config/train_franka_vlm.yaml``, Idefics3 from config) side by side, one process and one
    torch thread each (on 2 cores two 1-thread jobs beat one 2-thread job);
@@ -27,20 +27,21 @@ __all__ = ['main', 'run_demo', 'format_table']
 
 
 def _config_path(name: str) -> str:
-    """``config/<name>`` of the workspace, or ``share/vla_policy/config/<name>`` when installed."""
+    """``config/<name>``: the workspace's (above this file or the working directory), else the
+    installed ``share/vla_policy/config/<name>`` of any prefix on ``AMENT_PREFIX_PATH``.
+
+    Raises:
+        FileNotFoundError: none of those exists (the places looked at are listed).
+    """
     here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / 'config' / name
+    places = [parent / 'config' / name for parent in here.parents]
+    places.append(Path.cwd() / 'config' / name)
+    for prefix in filter(None, os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)):
+        places.append(Path(prefix) / 'share' / 'vla_policy' / 'config' / name)
+    for cand in places:
         if cand.is_file():
             return str(cand)
-    try:
-        from ament_index_python.packages import get_package_share_directory  # type: ignore
-        cand = Path(get_package_share_directory('vla_policy')) / 'config' / name
-        if cand.is_file():
-            return str(cand)
-    except Exception:  # noqa: BLE001 - not a ROS installation
-        pass
-    raise FileNotFoundError(f'config/{name} not found above {here} nor in share/vla_policy/config')
+    raise FileNotFoundError(f'config/{name} not found; looked in {[str(p) for p in places]}')
 
 
 def _train_job(args):
@@ -75,7 +76,7 @@ def format_table(results: Dict[str, Dict[str, float]], tasks: Sequence[str], n: 
     return '\n'.join(rows)
 
 
-def run_demo(output: str = 'outputs/demo', episodes: int = 200, eval_episodes: int = 50,
+def run_demo(output: str = 'outputs/demo', episodes: int = 400, eval_episodes: int = 50,
              cnn_steps: Optional[int] = None, vlm_steps: Optional[int] = None,
              results_path: str = 'benchmarks/results/demo.json',
              gif_path: str = 'benchmarks/results/demo_rollout.gif', workers: int = 2) -> Dict[str, object]:
@@ -147,7 +148,7 @@ def run_demo(output: str = 'outputs/demo', episodes: int = 200, eval_episodes: i
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog='demo', description=__doc__.split('\n\n')[0])
     p.add_argument('--output', default='outputs/demo')
-    p.add_argument('--episodes', type=int, default=200, help='demonstrations to record')
+    p.add_argument('--episodes', type=int, default=400, help='demonstrations to record')
     p.add_argument('--eval-episodes', type=int, default=50, help='held-out episodes per task')
     p.add_argument('--cnn-steps', type=int, default=None, help='default: config/train_franka.yaml')
     p.add_argument('--vlm-steps', type=int, default=None, help='default: config/train_franka_vlm.yaml')
