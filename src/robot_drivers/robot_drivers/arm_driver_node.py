@@ -25,7 +25,6 @@ import logging
 from typing import Any, Optional
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -36,14 +35,9 @@ from trajectory_msgs.msg import JointTrajectory
 from robot_drivers import conversions as conv
 from robot_drivers.embodiment import Embodiment, get_embodiment
 from robot_drivers.hardware import LOGGER_NAME, ArmDriverCore, JointSample
+from robot_drivers.spin_node import run_node
 from robot_drivers.qos import COMMANDS, LATCHED, SENSOR_DATA, QosSpec
 from robot_drivers.safety import CommandRejected, SafetyConfig
-
-try:  # rclpy >= Humble
-    from rclpy.executors import ExternalShutdownException
-except ImportError:  # pragma: no cover
-    class ExternalShutdownException(Exception):  # type: ignore[no-redef]
-        pass
 
 __all__ = ['qos_profile', 'TopicHardware', 'ArmDriverNode', 'main']
 
@@ -226,18 +220,7 @@ class ArmDriverNode(Node):
 
 def main(args: Optional[list] = None) -> None:
     """``ros2 run robot_drivers arm_driver_node [--ros-args -p rate_hz:=100.0 ...]``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ArmDriverNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(ArmDriverNode, args)
 
 
 if __name__ == '__main__':

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -33,14 +32,9 @@ from robot_drivers import conversions as conv
 from robot_drivers.arm_driver_node import qos_profile
 from robot_drivers.embodiment import FRANKA_PANDA
 from robot_drivers.hardware import ArmDriverCore
+from robot_drivers.spin_node import run_node
 from robot_drivers.qos import COMMANDS, LATCHED, SENSOR_DATA
 from robot_drivers.safety import CommandRejected
-
-try:  # rclpy >= Humble
-    from rclpy.executors import ExternalShutdownException
-except ImportError:  # pragma: no cover
-    class ExternalShutdownException(Exception):  # type: ignore[no-redef]
-        pass
 
 __all__ = ['SimNode', 'main']
 
@@ -113,18 +107,7 @@ class SimNode(Node):
 
 def main(args: Optional[list] = None) -> None:
     """``ros2 run robot_drivers sim_node [--ros-args -p seed:=3 -p instruction:='pick up the red cube']``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(SimNode, args)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -30,13 +29,8 @@ from trajectory_msgs.msg import JointTrajectory
 from robot_drivers import conversions as conv
 from robot_drivers.arm_driver_node import qos_profile
 from robot_drivers.embodiment import get_embodiment
+from robot_drivers.spin_node import run_node
 from robot_drivers.qos import COMMANDS, LATCHED, SENSOR_DATA
-
-try:  # rclpy >= Humble
-    from rclpy.executors import ExternalShutdownException
-except ImportError:  # pragma: no cover
-    class ExternalShutdownException(Exception):  # type: ignore[no-redef]
-        pass
 
 __all__ = ['PolicyNode', 'main']
 
@@ -132,18 +126,7 @@ class PolicyNode(Node):
 
 def main(args: Optional[list] = None) -> None:
     """``ros2 run vla_policy policy_node --ros-args -p checkpoint:=<dir>``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(PolicyNode, args)
 
 
 if __name__ == '__main__':
