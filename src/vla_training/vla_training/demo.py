@@ -14,6 +14,7 @@ the start; the results file is replaced atomically at the end.
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ProcessPoolExecutor
 import json
 import multiprocessing as mp
 import os
@@ -51,7 +52,8 @@ def _train_job(args):
         sys.stdout = log
         sys.stderr = log
         from vla_training.train_cli import run
-        res = run([bags], config, out, {'steps': steps, 'num_threads': 1}, progress=False)
+        # both jobs share the 2 cores: one bag-decoding process each
+        res = run([bags], config, out, {'steps': steps, 'num_threads': 1}, progress=False, data_workers=1)
         n_params = None
         try:
             from vla_policy.checkpoint import load_checkpoint
@@ -102,7 +104,8 @@ def run_demo(output: str = 'outputs/demo', episodes: int = 400, eval_episodes: i
              str(out / 'train_film_cnn.log')),
             (str(out / 'demos'), _config_path('train_franka_vlm.yaml'), str(out / 'hf_vlm'), vlm_steps,
              str(out / 'train_hf_vlm.log'))]
-    with mp.get_context('spawn').Pool(2) as pool:
+    # ProcessPoolExecutor workers are not daemonic, so each may decode bags in a pool of its own.
+    with ProcessPoolExecutor(2, mp_context=mp.get_context('spawn')) as pool:
         cnn, vlm = pool.map(_train_job, jobs)
     timings['train_s'] = time.time() - t
     for name, r in (('film_cnn', cnn), ('hf_vlm', vlm)):

@@ -95,7 +95,7 @@ def read_bags(bags: Sequence[str], model_cfg, data: DataConfig):
 
 
 def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str] = None,
-        overrides: Optional[Dict[str, Any]] = None, progress: bool = True):
+        overrides: Optional[Dict[str, Any]] = None, progress: bool = True, data_workers: Optional[int] = None):
     """Read ``bags``, train, return the ``TrainResult``; ``overrides``: ``{'steps': 500, 'backbone': 'hf_vlm'}``."""
     from vla_training.train import train
     model_cfg, train_cfg, data_cfg = load_train_yaml(config)
@@ -108,6 +108,8 @@ def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str]
             setattr(train_cfg, k, v)
     if output:
         train_cfg.output_dir = output
+    if data_workers is not None:
+        data_cfg.workers = data_workers
     train_cfg = type(train_cfg)(**vars(train_cfg))
     t0 = time.time()
     episodes = read_bags(bags, model_cfg, data_cfg)
