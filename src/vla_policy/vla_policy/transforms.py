@@ -25,25 +25,26 @@ def _check(chunk: np.ndarray, state: np.ndarray, dims: Sequence[int]) -> None:
         raise ValueError(f'delta_action_dims {bad} out of range for action_dim {chunk.shape[-1]}')
 
 
-def to_delta(chunk: np.ndarray, state: np.ndarray, dims: Sequence[int]) -> np.ndarray:
-    """``chunk (..., H, A)`` absolute -> relative to ``state (..., A)`` on ``dims``; a copy."""
+def _shift(chunk: np.ndarray, state: np.ndarray, dims: Sequence[int], sign: float) -> np.ndarray:
     chunk = np.array(chunk, dtype=np.float32, copy=True)
     if not len(dims):
         return chunk
     state = np.asarray(state, dtype=np.float32)
     _check(chunk, state, dims)
     d = list(dims)
-    chunk[..., d] -= state[..., None, d]
+    chunk[..., d] += sign * state[..., None, d]
     return chunk
+
+
+def to_delta(chunk: np.ndarray, state: np.ndarray, dims: Sequence[int]) -> np.ndarray:
+    """``chunk (..., H, A)`` absolute -> relative to ``state (..., A)`` on ``dims``; a copy.
+
+    Raises:
+        ValueError: state and action sizes differ, or a dim is out of range.
+    """
+    return _shift(chunk, state, dims, -1.0)
 
 
 def from_delta(chunk: np.ndarray, state: np.ndarray, dims: Sequence[int]) -> np.ndarray:
     """Inverse of :func:`to_delta`."""
-    chunk = np.array(chunk, dtype=np.float32, copy=True)
-    if not len(dims):
-        return chunk
-    state = np.asarray(state, dtype=np.float32)
-    _check(chunk, state, dims)
-    d = list(dims)
-    chunk[..., d] += state[..., None, d]
-    return chunk
+    return _shift(chunk, state, dims, 1.0)
