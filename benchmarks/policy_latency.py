@@ -10,7 +10,6 @@ policy must answer well inside 400 ms; 100 ms keeps a chunk per tick possible.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -72,10 +71,8 @@ def main() -> int:
         print(f"{r['policy']:<24}{r['parameters']:>10,}{r['median_ms']:>12.2f}{r['p90_ms']:>10.2f}")
     out = {'rows': rows, 'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
            'torch': torch.__version__}
-    tmp = a.out + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, a.out)
+    from vla_training.evaluate import write_json
+    write_json(a.out, out)
     return 0
 
 

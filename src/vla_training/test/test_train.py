@@ -1,6 +1,4 @@
 """Real training runs on a generated language-conditioned reaching task (2 CPU cores, 1 thread)."""
-from dataclasses import dataclass
-from typing import List
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ import torch
 
 from vla_policy.checkpoint import load_checkpoint
 from vla_policy.models import BackboneConfig, ChunkConfig, HeadConfig, VLAConfig
+from vla_training.bag_dataset import Episode
 from vla_training.train import TrainConfig, build_arrays, compute_stats, random_shift, train
 
 torch.set_num_threads(1)
@@ -16,15 +15,6 @@ COLOURS = {'red': (230, 30, 30), 'green': (30, 200, 40), 'blue': (40, 60, 230)}
 SIZE, SQ, STEP = 64, 10, 0.25
 
 
-@dataclass
-class Ep:  # the shape of vla_training.bag_dataset.Episode
-    source: str
-    stamps: np.ndarray
-    images: np.ndarray
-    joint_positions: np.ndarray
-    actions: np.ndarray
-    instructions: List[str]
-    dropped: int = 0
 
 
 def make_episode(rng, i, t_len=8):
@@ -48,7 +38,7 @@ def make_episode(rng, i, t_len=8):
         acts.append(nxt.copy())
         p = nxt
     verb = ['move to', 'go to', 'reach'][i % 3]
-    return Ep(source=f'gen{i}', stamps=np.arange(t_len) * 0.1, images=np.repeat(img[None], t_len, 0),
+    return Episode(source=f'gen{i}', stamps=np.arange(t_len) * 0.1, images=np.repeat(img[None], t_len, 0),
               joint_positions=np.array(qs, np.float32), actions=np.array(acts, np.float32),
               instructions=[f'{verb} the {target_name} square'] * t_len), target, centres
 
@@ -74,7 +64,7 @@ def test_build_arrays_windows_and_padding():
     np.testing.assert_array_equal(arr['actions'][7], np.repeat(eps[0].actions[7:8], 4, 0))
     assert arr['action_is_pad'][7].tolist() == [False, True, True, True]
     np.testing.assert_array_equal(arr['actions'][2], eps[0].actions[2:6])
-    bad = Ep('bad', np.arange(3.0), np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 2), np.float32),
+    bad = Episode('bad', np.arange(3.0), np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 2), np.float32),
              np.zeros((3, 5), np.float32), ['x'] * 3)
     with pytest.raises(ValueError, match='bad.*actions'):
         build_arrays([bad], cfg)

@@ -127,7 +127,7 @@ class Episode:
     joint_positions: np.ndarray
     actions: np.ndarray
     instructions: List[str]
-    dropped: int
+    dropped: int = 0
     joint_names: Tuple[str, ...] = ()
     rate_hz: Optional[float] = None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 from concurrent.futures import ProcessPoolExecutor
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -82,7 +81,7 @@ def run_demo(output: str = 'outputs/demo', episodes: int = 400, eval_episodes: i
              cnn_steps: Optional[int] = None, vlm_steps: Optional[int] = None,
              results_path: str = 'benchmarks/results/demo.json',
              gif_path: str = 'benchmarks/results/demo_rollout.gif', workers: int = 2) -> Dict[str, object]:
-    from vla_training.evaluate import EvalConfig, evaluate
+    from vla_training.evaluate import EvalConfig, evaluate, write_json
     from vla_training.record import RecordConfig, record_demos
 
     t0 = time.time()
@@ -138,10 +137,7 @@ def run_demo(output: str = 'outputs/demo', episodes: int = 400, eval_episodes: i
         'cpu_count': os.cpu_count(),
     }
     Path(results_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = results_path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, results_path)
+    write_json(results_path, results)
     print()
     print(format_table(results, tasks, eval_episodes))
     print(f'total {minutes:.1f} min; results -> {results_path}; rollout -> {gif_path}')

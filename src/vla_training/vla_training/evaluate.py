@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['EvalConfig', 'evaluate', 'main', 'HELD_OUT_SEED']
+__all__ = ['EvalConfig', 'evaluate', 'main', 'HELD_OUT_SEED', 'write_json', 'save_animation']
 
 log = logging.getLogger('vla_training.evaluate')
 
@@ -126,6 +126,15 @@ def evaluate(cfg: EvalConfig) -> Dict[str, object]:
     return {'success': success, 'episodes': episodes, 'seconds': time.time() - t0}
 
 
+def write_json(path: str, obj) -> str:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file, then rename): no half-written results."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
 def save_animation(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> str:
     """Write ``frames`` (uint8 (H, W, 3)) as GIF (or MP4 by extension) via imageio, atomically."""
     import imageio.v3 as iio
@@ -156,10 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for k, v in res['success'].items():
         print(f'{k:>6}: {v:.0%} success over {a.episodes} episodes')
     if a.json:
-        tmp = a.json + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(res, f, indent=1)
-        os.replace(tmp, a.json)
+        write_json(a.json, res)
     return 0
 
 
