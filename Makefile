@@ -1,17 +1,30 @@
 # Two entry points (README quick start):
 #   make demo   record demos in MuJoCo -> train -> closed-loop evaluation -> benchmarks/results/demo.json
-#   make test   colcon build + colcon test for all packages; non-zero exit on any failure
+#   make test   the whole suite twice, colcon build + colcon test for all packages with each dependency set:
+#                 pinned  .venv        requirements.txt -c constraints/pinned.txt  (build/ install/ log/)
+#                 jazzy   .venv-jazzy  requirements.txt -c constraints/jazzy.txt   (build-jazzy/ install-jazzy/ log-jazzy/)
+#               (jazzy = numpy 1.26.4 + pytest 7.4.4, what ROS 2 Jazzy ships); non-zero exit when either set
+#               has a failure, an error, or a package that ran no test. The last line is the summary.
 SHELL := /bin/bash
 VENV ?= .venv
+JAZZY_VENV ?= .venv-jazzy
 PY := $(VENV)/bin/python
-COLCON := $(VENV)/bin/colcon
 # 2-core reference machine: one torch thread per process (see shared notes on throughput).
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup system-deps build test demo clean
+# One dependency set: venv, constraints file, colcon build/install/log bases.
+SET_pinned := $(VENV) constraints/pinned.txt build install log
+SET_jazzy := $(JAZZY_VENV) constraints/jazzy.txt build-jazzy install-jazzy log-jazzy
+set_venv = $(word 1,$(SET_$(1)))
+set_build = $(word 3,$(SET_$(1)))
+set_install = $(word 4,$(SET_$(1)))
+set_log = $(word 5,$(SET_$(1)))
+COLCON_BASES = --build-base $(call set_build,$(1)) --install-base $(call set_install,$(1))
+
+.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo clean
 
 # Offscreen OpenGL for MuJoCo (EGL via Mesa; works without a display or GPU).
 system-deps:
@@ -20,25 +33,67 @@ system-deps:
 	  else echo 'need EGL (Debian/Ubuntu: sudo apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)'; exit 1; fi; \
 	fi
 
-$(VENV)/.installed: requirements.txt
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+# Tests also check the Gazebo world and URDFs with `ign sdf -k` (sdformat 12; Debian/Ubuntu packages
+# ignition-tools + libsdformat-dev), installed here when root. Where they cannot be installed the test
+# skips that check with its reason, except under CI (CI set), where a missing `ign sdf` is an error.
+test-system-deps: system-deps
+	@if ! ign sdf --help >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ignition-tools libsdformat-dev >/dev/null || true; fi; \
+	  if ! ign sdf --help >/dev/null 2>&1; then \
+	    if [ -n "$${CI:-}" ]; then echo 'CI: `ign sdf` is required (apt-get install ignition-tools libsdformat-dev failed)'; exit 1; fi; \
+	    echo 'note: no `ign sdf` (Debian: apt-get install ignition-tools libsdformat-dev); the SDF checks will be skipped'; \
+	  fi; \
+	fi
+
+# A venv per set, rebuilt when requirements.txt or the set's constraints change.
+$(VENV)/.installed: requirements.txt requirements-ci.txt constraints/pinned.txt
+$(JAZZY_VENV)/.installed: requirements.txt requirements-ci.txt constraints/jazzy.txt
+$(VENV)/.installed $(JAZZY_VENV)/.installed:
+	python3 -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --upgrade pip
+	$(@D)/bin/python -m pip install -q -r requirements.txt -r requirements-ci.txt -c $(filter constraints/%,$^)
 	touch $@
 
 setup: system-deps $(VENV)/.installed
+setup-jazzy: system-deps $(JAZZY_VENV)/.installed
+
+# colcon run by the set's python: console scripts get that venv's python as shebang.
+build-set-%:
+	$(call set_venv,$*)/bin/python -m colcon --log-base $(call set_log,$*) build --base-paths src \
+	  $(call COLCON_BASES,$*) --symlink-install --event-handlers console_direct- >/dev/null
 
 build: setup
-	$(COLCON) build --base-paths src --symlink-install --event-handlers console_direct- >/dev/null
+	$(MAKE) --no-print-directory build-set-pinned
 
-test: build
-	set -o pipefail; $(COLCON) test --base-paths src --event-handlers console_direct+ \
-	  --pytest-args -q -p no:cacheprovider
-	$(COLCON) test-result --verbose --all | tail -n 20
-	$(COLCON) test-result
+build-jazzy: setup-jazzy
+	$(MAKE) --no-print-directory build-set-jazzy
+
+# Old result files are removed first so that a set whose tests did not run cannot pass on stale XML.
+test-set-%:
+	rm -f $(call set_build,$*)/*/pytest.xml
+	$(call set_venv,$*)/bin/python -m colcon --log-base $(call set_log,$*) test --base-paths src \
+	  $(call COLCON_BASES,$*) --event-handlers console_direct+ --pytest-args -q -p no:cacheprovider
+
+test-pinned: test-system-deps build
+	$(MAKE) --no-print-directory test-set-pinned
+	$(PY) scripts/test_summary.py pinned=$(call set_build,pinned)
+
+test-jazzy: test-system-deps build-jazzy
+	$(MAKE) --no-print-directory test-set-jazzy
+	$(JAZZY_VENV)/bin/python scripts/test_summary.py jazzy=$(call set_build,jazzy)
+
+# Both sets run even when the first fails; the summary (last line) covers both.
+test: test-system-deps build build-jazzy
+	@rc=0; \
+	echo '=== pinned set ($(VENV), constraints/pinned.txt)'; \
+	$(MAKE) --no-print-directory test-set-pinned || rc=1; \
+	echo '=== jazzy set ($(JAZZY_VENV), constraints/jazzy.txt: numpy 1.26.4, pytest 7.4.4)'; \
+	$(MAKE) --no-print-directory test-set-jazzy || rc=1; \
+	$(PY) scripts/test_summary.py pinned=$(call set_build,pinned) jazzy=$(call set_build,jazzy) || rc=1; \
+	exit $$rc
 
 demo: build
-	source install/setup.bash && install/vla_training/lib/vla_training/demo $(DEMO_ARGS)
+	source $(call set_install,pinned)/setup.bash && $(call set_install,pinned)/vla_training/lib/vla_training/demo $(DEMO_ARGS)
 
 clean:
-	rm -rf build install log outputs
+	rm -rf build install log build-jazzy install-jazzy log-jazzy outputs

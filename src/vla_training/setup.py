@@ -22,6 +22,7 @@ setup(
         'console_scripts': [
             'train = vla_training.train_cli:main',
             'record = vla_training.record:main',
+            'record_robot = vla_training.record_robot:main',
             'evaluate = vla_training.evaluate:main',
             'demo = vla_training.demo:main',
         ],

@@ -18,10 +18,19 @@ Parameters: ``embodiment`` (``'franka_panda'``), ``input_topic``, ``output_topic
 ``position_margin`` (0.0 rad), ``rate_limit_reference`` (``'command'``). QoS: see
 :mod:`robot_drivers.qos`. Publish ``true`` on ``~/emergency_stop`` (transient local, so the
 node sees it even if it starts later) to hold, ``false`` to re-arm.
+
+Events are edges of conditions (:mod:`robot_drivers.safety`, :mod:`robot_drivers.hardware`): when
+a condition starts and when it ends, the node publishes one ``std_msgs/String`` on ``~/events``
+(``"<kind>[ <joint>] start|end: <detail>"``, e.g. ``"estop start: emergency stop engaged ..."``)
+and writes one rosout line (start at the kind's severity, end at info). Nothing is published
+or logged per tick: an e-stop held for minutes, fingers resting at their limit, a policy
+streaming rejected commands or joint states going stale are each one line when they begin and
+one when they clear. The node's own checks (``joint_state_missing``, ``joint_state_stale``,
+``joint_state_invalid``, ``tick_failed``) go through the same tracker via
+:meth:`~robot_drivers.hardware.ArmDriverCore.set_condition`.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 import numpy as np
@@ -34,10 +43,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robot_drivers import conversions as conv
 from robot_drivers.embodiment import Embodiment, get_embodiment
-from robot_drivers.hardware import LOGGER_NAME, ArmDriverCore, JointSample
+from robot_drivers.hardware import ArmDriverCore, JointSample
 from robot_drivers.spin_node import run_node
 from robot_drivers.qos import COMMANDS, LATCHED, SENSOR_DATA, QosSpec
-from robot_drivers.safety import CommandRejected, SafetyConfig
+from robot_drivers.safety import (JOINT_STATE_INVALID, JOINT_STATE_MISSING, JOINT_STATE_STALE, REJECTED,
+                                  TICK_FAILED, CommandRejected, SafetyConfig, SafetyEvent)
 
 __all__ = ['qos_profile', 'TopicHardware', 'ArmDriverNode', 'main']
 
@@ -93,23 +103,6 @@ class TopicHardware:
         self._pub.publish(msg)
 
 
-class _RosoutHandler(logging.Handler):
-    """Forwards the ``'robot_drivers'`` Python logger (the core's log lines) to the node's logger."""
-
-    def __init__(self, node: Node) -> None:
-        super().__init__(level=logging.INFO)
-        self._logger = node.get_logger()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        else:
-            self._logger.info(text)
-
-
 class ArmDriverNode(Node):
     """See the module docstring. ``kwargs`` go to ``rclpy.node.Node`` (e.g. ``parameter_overrides``).
 
@@ -135,18 +128,15 @@ class ArmDriverNode(Node):
 
         self.embodiment = get_embodiment(emb_name)
         self._types = conv.rclpy_types()
-        self._log_handler = _RosoutHandler(self)
-        py_logger = logging.getLogger(LOGGER_NAME)
-        py_logger.addHandler(self._log_handler)
-        if py_logger.level == logging.NOTSET:
-            py_logger.setLevel(logging.INFO)
+        logger = self.get_logger()
+        self._log_at = {'error': logger.error, 'warning': logger.warning, 'info': logger.info}
 
         cmd_pub = self.create_publisher(JointTrajectory, self._output_topic, qos_profile(COMMANDS))
         self._events_pub = self.create_publisher(String, '~/events', qos_profile(COMMANDS))
         self.hardware = TopicHardware(self.embodiment, cmd_pub, self._types, rate_hz, self._state_topic)
         self.core = ArmDriverCore(self.embodiment, self.hardware, SafetyConfig(
             position_margin=margin, velocity_scale=vscale, watchdog_timeout_s=watchdog,
-            rate_limit_reference=reference))
+            rate_limit_reference=reference), on_event=self._on_event)
         # joint states older than this (receive time) stop the output: ros2_control then holds
         self._state_timeout = watchdog
 
@@ -163,15 +153,22 @@ class ArmDriverNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _publish_event(self, text: str) -> None:
+    def _on_event(self, ev: SafetyEvent) -> None:
+        """Every edge the core records: one message on ``~/events`` and one rosout line."""
+        text = str(ev)
         self._events_pub.publish(conv.string_msg(text, self._types))
+        self._log_at[ev.severity](text)
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             self.hardware.on_joint_state(msg, self._now())
         except (KeyError, ValueError) as exc:
-            self.get_logger().error(f'ignoring joint state: {exc}', throttle_duration_sec=1.0)
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            self.core.set_condition(JOINT_STATE_INVALID, True, f'ignoring joint states: {text}',
+                                    tag=type(exc).__name__)
+            return
+        self.core.set_condition(JOINT_STATE_INVALID, False, f'valid joint state on {self._state_topic} again')
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         now = self._now()
@@ -179,43 +176,40 @@ class ArmDriverNode(Node):
             names, pos, tfs = conv.trajectory_to_arrays(msg, source=self._input_topic)
             self.core.on_trajectory(names, pos, tfs, conv.stamp_to_sec(msg.header.stamp), now,
                                     source=self._input_topic)
-        except CommandRejected as exc:          # the core has logged it and recorded the event
-            self._publish_event(f'rejected: {exc}')
-        except (ValueError, RuntimeError) as exc:
-            self.get_logger().error(f'rejected trajectory on {self._input_topic}: {exc}')
-            self._publish_event(f'rejected: {exc}')
+        except CommandRejected:                 # the core has recorded the edge (if any): see _on_event
+            pass
+        except (KeyError, ValueError) as exc:   # a message the conversion cannot read: same condition
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            self.core.set_condition(REJECTED, True, text, tag='malformed')
 
     def _on_estop(self, msg: Bool) -> None:
         if bool(msg.data):
             self.core.estop()
-            self._publish_event('estop: emergency stop engaged')
         else:
             self.core.rearm()
-            self._publish_event('rearm: emergency stop released')
 
     def _on_timer(self) -> None:
         now = self._now()
-        if not self.hardware.ready:
-            self.get_logger().warning(f'waiting for joint states on {self._state_topic}',
-                                      throttle_duration_sec=5.0)
+        topic, core = self._state_topic, self.core
+        ready = self.hardware.ready
+        core.set_condition(JOINT_STATE_MISSING, not ready,
+                           f'no joint state received on {topic} yet: not commanding' if not ready
+                           else f'first joint state received on {topic}')
+        if not ready:
             return
         age = now - self.hardware.received_at
-        if age > self._state_timeout:
-            self.get_logger().error(
-                f'joint states on {self._state_topic} are {age:.2f} s old (> {self._state_timeout:g} s): '
-                'not commanding', throttle_duration_sec=1.0)
+        stale = age > self._state_timeout
+        core.set_condition(JOINT_STATE_STALE, stale,
+                           f'joint states on {topic} are {age:.2f} s old (> {self._state_timeout:g} s): '
+                           'not commanding' if stale else f'joint states on {topic} are fresh again ({age:.3f} s old)')
+        if stale:
             return
         try:
-            _, events = self.core.tick(now)
+            core.tick(now)                      # its edges reach _on_event
         except ValueError as exc:
-            self.get_logger().error(f'driver tick failed, nothing sent: {exc}', throttle_duration_sec=1.0)
+            core.set_condition(TICK_FAILED, True, f'driver tick failed, nothing sent: {exc}')
             return
-        for ev in events:
-            self._publish_event(str(ev))
-
-    def destroy_node(self) -> None:
-        logging.getLogger(LOGGER_NAME).removeHandler(self._log_handler)
-        super().destroy_node()
+        core.set_condition(TICK_FAILED, False, 'driver ticks again')
 
 
 def main(args: Optional[list] = None) -> None:

@@ -24,7 +24,7 @@ __all__ = [
     'image_to_numpy', 'compressed_image_to_numpy', 'numpy_to_image', 'numpy_to_compressed_image',
     'joint_state_to_arrays', 'arrays_to_joint_state',
     'trajectory_to_arrays', 'arrays_to_trajectory', 'string_msg',
-    'SUPPORTED_ENCODINGS',
+    'SUPPORTED_ENCODINGS', 'demosaic_bilinear', 'yuv422_to_rgb', 'image_msg_to_rgb',
 ]
 
 
@@ -118,14 +118,53 @@ def header(t: float, frame_id: str, types: MessageTypes) -> Any:
 
 
 # ----------------------------------------------------------------------------- images
-# encoding -> (channels, channel order to get RGB). REP-104 / sensor_msgs image_encodings.h names.
-SUPPORTED_ENCODINGS = {
-    'rgb8': (3, (0, 1, 2)),
-    'bgr8': (3, (2, 1, 0)),
-    'rgba8': (4, (0, 1, 2)),
-    'bgra8': (4, (2, 1, 0)),
-    'mono8': (1, (0, 0, 0)),
-}
+@dataclass(frozen=True)
+class _Encoding:
+    """How one ``sensor_msgs/Image`` encoding is laid out and turned into RGB.
+
+    kind: ``'color'`` (channels in ``order`` give R, G, B), ``'mono'``, ``'bayer'`` (``pattern`` is
+        the 2x2 top-left tile, row-major, e.g. ``'rggb'``), ``'yuv422'`` (``order`` gives the byte
+        positions of U, Y0, V, Y1 in each 4-byte pair of pixels).
+    bits: 8 or 16 bits per value; channels: values per pixel as stored (YUV 4:2:2: 2 bytes per
+        pixel, so 2 channels of 8 bits).
+    """
+
+    kind: str
+    bits: int
+    channels: int
+    order: Tuple[int, ...] = ()
+    pattern: str = ''
+
+
+def _encodings() -> dict:
+    table = {}
+    for bits in (8, 16):
+        table[f'rgb{bits}'] = _Encoding('color', bits, 3, (0, 1, 2))
+        table[f'bgr{bits}'] = _Encoding('color', bits, 3, (2, 1, 0))
+        table[f'rgba{bits}'] = _Encoding('color', bits, 4, (0, 1, 2))
+        table[f'bgra{bits}'] = _Encoding('color', bits, 4, (2, 1, 0))
+        table[f'mono{bits}'] = _Encoding('mono', bits, 1)
+        for pattern in ('rggb', 'bggr', 'gbrg', 'grbg'):
+            table[f'bayer_{pattern}{bits}'] = _Encoding('bayer', bits, 1, pattern=pattern)
+    table['yuv422'] = _Encoding('yuv422', 8, 2, (0, 1, 2, 3))        # UYVY: U0 Y0 V0 Y1
+    table['yuv422_yuy2'] = _Encoding('yuv422', 8, 2, (1, 0, 3, 2))   # YUYV: Y0 U0 Y1 V0
+    return table
+
+
+#: ``sensor_msgs/Image`` encodings :func:`image_to_numpy` converts to RGB: exactly the colour
+#: encodings ``cv_bridge`` converts to ``rgb8`` (``cv_bridge.cpp`` ``getEncoding`` /
+#: ``getConversionCodes``; names from ``sensor_msgs/image_encodings.hpp``).
+SUPPORTED_ENCODINGS = _encodings()
+
+# OpenCV's fixed-point ITU-R BT.601 (video range) YUV -> RGB coefficients, as used by
+# cv::cvtColor(COLOR_YUV2RGB_UYVY / _YUY2) (opencv modules/imgproc/src/color_yuv.simd.hpp:
+# ITUR_BT_601_CY, _CUB, _CUG, _CVG, _CVR, _SHIFT).
+_BT601_SHIFT = 20
+_BT601_CY = 1220542
+_BT601_CUB = 2116026
+_BT601_CUG = -409993
+_BT601_CVG = -852492
+_BT601_CVR = 1673527
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -138,32 +177,133 @@ def _as_bytes(data: Any) -> np.ndarray:
     return np.asarray(list(data), dtype=np.uint8)
 
 
-def image_to_numpy(msg: Any, *, source: str = 'image') -> np.ndarray:
-    """``sensor_msgs/Image`` -> ``uint8 (H, W, 3)`` RGB.
+def _to_8bit(x: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 as cv_bridge does: ``convertTo(CV_8U, 255.0 / 65535.0)``, i.e. round(x / 257)."""
+    return ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
-    Supports the 8-bit encodings in :data:`SUPPORTED_ENCODINGS`; row padding (``step`` larger than
-    ``width * channels``) is removed.
+
+def demosaic_bilinear(raw: np.ndarray, pattern: str) -> np.ndarray:
+    """Bayer mosaic ``(H, W)`` uint8/uint16 -> RGB ``(H, W, 3)`` of the same dtype.
+
+    Bilinear demosaicing exactly as OpenCV's ``cv::cvtColor(COLOR_Bayer**2RGB)`` (opencv
+    ``modules/imgproc/src/demosaicing.cpp``, ``Bayer2RGB_``): at a red/blue site the missing
+    green is ``(N + S + E + W + 2) >> 2`` and the other colour ``(four diagonals + 2) >> 2``; at a
+    green site each missing colour is the rounded mean ``(a + b + 1) >> 1`` of its two neighbours
+    (horizontal or vertical). The outermost rows/columns copy their inner neighbours.
+
+    ``pattern`` is the ROS name of the top-left 2x2 tile (``'rggb'``, ``'bggr'``, ``'gbrg'``,
+    ``'grbg'``; ROS ``bayer_rggb8`` is OpenCV's ``COLOR_BayerBG2RGB``, as cv_bridge maps it).
 
     Raises:
-        ValueError: unsupported encoding, zero size, or ``data`` shorter than ``step * height``;
-            the message names ``source`` (e.g. the topic).
+        ValueError: unknown pattern, or an image smaller than 3x3 (OpenCV returns all zeros).
     """
-    enc = str(msg.encoding).lower()
-    if enc not in SUPPORTED_ENCODINGS:
+    if pattern not in ('rggb', 'bggr', 'gbrg', 'grbg'):
+        raise ValueError(f'unknown Bayer pattern {pattern!r}')
+    h, w = raw.shape
+    if h < 3 or w < 3:
+        raise ValueError(f'a Bayer image must be at least 3x3 pixels to demosaic, got {w}x{h}')
+    p = raw.astype(np.int32)
+    c = p[1:-1, 1:-1]
+    n, s, wst, e = p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]
+    cross = (n + s + wst + e + 2) >> 2
+    diag = (p[:-2, :-2] + p[:-2, 2:] + p[2:, :-2] + p[2:, 2:] + 2) >> 2
+    horiz = (wst + e + 1) >> 1
+    vert = (n + s + 1) >> 1
+    # colour of each interior site from the 2x2 tile, interior pixel (i, j) is raw (i + 1, j + 1)
+    yy, xx = np.mgrid[1:h - 1, 1:w - 1]
+    site = np.array(list(pattern)).reshape(2, 2)[yy % 2, xx % 2]
+    row_has_red = np.array([('r' in pattern[0:2]), ('r' in pattern[2:4])])[yy % 2]
+    r = np.where(site == 'r', c, np.where(site == 'b', diag, np.where(row_has_red, horiz, vert)))
+    b = np.where(site == 'b', c, np.where(site == 'r', diag, np.where(row_has_red, vert, horiz)))
+    g = np.where(site == 'g', c, cross)
+    out = np.empty((h, w, 3), dtype=raw.dtype)
+    out[1:-1, 1:-1] = np.stack([r, g, b], axis=-1).astype(raw.dtype)
+    out[1:-1, 0] = out[1:-1, 1]
+    out[1:-1, -1] = out[1:-1, -2]
+    out[0] = out[1]
+    out[-1] = out[-2]
+    return out
+
+
+def yuv422_to_rgb(pairs: np.ndarray, order: Tuple[int, int, int, int] = (0, 1, 2, 3)) -> np.ndarray:
+    """YUV 4:2:2 ``(H, W / 2, 4)`` uint8 byte groups -> RGB ``(H, W, 3)`` uint8.
+
+    ``order`` gives the positions of U, Y0, V, Y1 in each group: ``(0, 1, 2, 3)`` for UYVY
+    (ROS ``yuv422``), ``(1, 0, 3, 2)`` for YUYV (ROS ``yuv422_yuy2``). Integer arithmetic
+    identical to OpenCV's ``COLOR_YUV2RGB_UYVY`` / ``_YUY2`` (BT.601 video range, 20-bit fixed
+    point; see the ``_BT601_*`` constants): ``R = (CY * max(Y - 16, 0) + 2^19 + CVR * (V - 128)) >> 20``
+    and likewise for G and B, saturated to [0, 255].
+    """
+    g32 = pairs.astype(np.int64)
+    u, y0, v, y1 = (g32[..., i] - d for i, d in zip(order, (128, 0, 128, 0)))
+    half = 1 << (_BT601_SHIFT - 1)
+    ruv = half + _BT601_CVR * v
+    guv = half + _BT601_CVG * v + _BT601_CUG * u
+    buv = half + _BT601_CUB * u
+    ys = np.stack([y0, y1], axis=-1)                      # (H, W/2, 2)
+    yv = np.maximum(ys - 16, 0) * _BT601_CY
+    rgb = np.stack([(yv + ruv[..., None]) >> _BT601_SHIFT, (yv + guv[..., None]) >> _BT601_SHIFT,
+                    (yv + buv[..., None]) >> _BT601_SHIFT], axis=-1)  # (H, W/2, 2, 3)
+    h = pairs.shape[0]
+    return np.clip(rgb, 0, 255).astype(np.uint8).reshape(h, -1, 3)
+
+
+def image_to_numpy(msg: Any, *, source: str = 'image') -> np.ndarray:
+    """``sensor_msgs/Image`` -> ``uint8 (H, W, 3)`` RGB, the same pixels as cv_bridge's
+    ``imgmsg_to_cv2(msg, desired_encoding='rgb8')``.
+
+    Encodings (:data:`SUPPORTED_ENCODINGS`): ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8``,
+    their 16-bit forms (``rgb16`` ... ``mono16``), ``bayer_{rggb,bggr,gbrg,grbg}{8,16}``
+    (bilinear demosaic, :func:`demosaic_bilinear`), ``yuv422`` (UYVY) and ``yuv422_yuy2`` (YUYV)
+    (:func:`yuv422_to_rgb`). 16-bit values honour ``is_bigendian`` and become 8-bit as in
+    cv_bridge: colour conversion first, then ``round(v * 255 / 65535)``. Alpha is dropped; mono is
+    replicated into R, G and B. Row padding (``step`` larger than the packed row) is removed.
+    Generic encodings (``8UC3``, ``16UC1``, ...) carry no colour order and are refused, as cv_bridge
+    refuses to convert them to ``rgb8``; names are case-sensitive (``RGB8`` is refused), as there.
+
+    Raises:
+        ValueError: unsupported encoding, zero size, odd width for YUV 4:2:2, a Bayer image under
+            3x3, ``step`` smaller than the packed row, or ``data`` shorter than ``step * height``;
+            the message names ``source`` (e.g. the topic) and the encoding.
+    """
+    enc_name = str(msg.encoding)
+    enc = SUPPORTED_ENCODINGS.get(enc_name)   # case-sensitive, as in cv_bridge
+    if enc is None:
         raise ValueError(
             f'{source}: unsupported image encoding {msg.encoding!r}; supported: {sorted(SUPPORTED_ENCODINGS)}')
-    ch, order = SUPPORTED_ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ValueError(f'{source}: image has zero size ({w}x{h})')
-    if step < w * ch:
-        raise ValueError(f'{source}: step {step} is smaller than width*channels = {w * ch} for {enc}')
+    nbytes = enc.bits // 8
+    row = w * enc.channels * nbytes
+    if step < row:
+        raise ValueError(f'{source}: step {step} is smaller than width*channels*bytes = {row} for {enc_name}')
     buf = _as_bytes(msg.data)
     if buf.size < step * h:
         raise ValueError(
-            f'{source}: image data has {buf.size} bytes, expected step*height = {step * h} ({w}x{h} {enc})')
-    rows = buf[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    return np.ascontiguousarray(rows[:, :, list(order)])
+            f'{source}: image data has {buf.size} bytes, expected step*height = {step * h} ({w}x{h} {enc_name})')
+    rows = buf[: step * h].reshape(h, step)[:, :row]
+    if nbytes == 2:
+        dtype = np.dtype('>u2' if int(msg.is_bigendian) else '<u2')
+        px = np.ascontiguousarray(rows).view(dtype).astype(np.uint16).reshape(h, w, enc.channels)
+    else:
+        px = rows.reshape(h, w, enc.channels)
+    try:
+        if enc.kind == 'color':
+            rgb = px[:, :, list(enc.order)]
+        elif enc.kind == 'mono':
+            rgb = np.repeat(px, 3, axis=2)
+        elif enc.kind == 'bayer':
+            rgb = demosaic_bilinear(px[:, :, 0], enc.pattern)
+        else:
+            if w % 2:
+                raise ValueError(f'YUV 4:2:2 needs an even width, got {w}')
+            rgb = yuv422_to_rgb(px.reshape(h, w // 2, 4), enc.order)
+    except ValueError as exc:
+        raise ValueError(f'{source}: {enc_name} image: {exc}') from None
+    if rgb.dtype == np.uint16:
+        rgb = _to_8bit(rgb)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def compressed_image_to_numpy(msg: Any, *, source: str = 'compressed image') -> np.ndarray:
@@ -179,6 +319,34 @@ def compressed_image_to_numpy(msg: Any, *, source: str = 'compressed image') -> 
             return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
     except Exception as exc:  # PIL raises several types for bad data
         raise ValueError(f'{source}: cannot decode {msg.format!r} image ({len(buf)} bytes): {exc}') from exc
+
+
+def image_msg_to_rgb(msg: Any, *, source: str = 'image', bridge: Any = None) -> np.ndarray:
+    """``sensor_msgs/Image`` or ``CompressedImage`` -> ``uint8 (H, W, 3)`` RGB.
+
+    With ``bridge`` (a ``cv_bridge.CvBridge``, on a ROS 2 machine) the conversion is cv_bridge's
+    ``imgmsg_to_cv2`` / ``compressed_imgmsg_to_cv2`` with ``desired_encoding='rgb8'``; without it,
+    the built-in :func:`image_to_numpy` / :func:`compressed_image_to_numpy`, which give the same
+    pixels for every encoding cv_bridge converts (JPEG decoders may differ by a few levels).
+
+    Raises:
+        ValueError: the message cannot be converted (names ``source`` and the encoding/format;
+            cv_bridge's own error text is kept).
+    """
+    compressed = not hasattr(msg, 'encoding')
+    if bridge is None:
+        return compressed_image_to_numpy(msg, source=source) if compressed else image_to_numpy(msg, source=source)
+    what = f'format {msg.format!r}' if compressed else f'encoding {msg.encoding!r}'
+    try:
+        img = (bridge.compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8') if compressed
+               else bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+    except Exception as exc:  # CvBridgeError, cv2.error, TypeError on malformed buffers
+        raise ValueError(f'{source}: cv_bridge cannot convert {what} to rgb8: {exc}') from exc
+    img = np.asarray(img)
+    if img is None or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'{source}: cv_bridge returned {getattr(img, "dtype", None)} '
+                         f'{getattr(img, "shape", None)} for {what}, expected uint8 (H, W, 3)')
+    return np.ascontiguousarray(img)
 
 
 def numpy_to_image(img: np.ndarray, stamp: float, types: MessageTypes, *, frame_id: str = 'camera_optical_frame',

@@ -10,12 +10,17 @@ The values follow the ROS 2 conventions (``rclpy.qos.qos_profile_sensor_data`` a
   default QoS that ros2_control's ``joint_trajectory_controller`` subscribes with.
 * :data:`LATCHED`: state a late joiner must see (emergency stop, the instruction); reliable,
   transient local, depth 1.
+* :data:`INSTRUCTION_VOLATILE`: the second subscription on the instruction topic, for plain
+  publishers such as ``ros2 topic pub`` (reliable, volatile). A transient-local subscription
+  rejects volatile publishers (incompatible DURABILITY), so ``policy_node`` subscribes with both
+  this and :data:`LATCHED` (ROS 2 QoS compatibility table, docs.ros.org "Quality of Service
+  settings"); depth 10 is ``ros2 topic pub``'s default.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ['QosSpec', 'SENSOR_DATA', 'COMMANDS', 'LATCHED']
+__all__ = ['QosSpec', 'SENSOR_DATA', 'COMMANDS', 'LATCHED', 'INSTRUCTION_VOLATILE']
 
 
 @dataclass(frozen=True)
@@ -52,3 +57,4 @@ class QosSpec:
 SENSOR_DATA = QosSpec(reliability='best_effort', durability='volatile', depth=5)
 COMMANDS = QosSpec(reliability='reliable', durability='volatile', depth=10)
 LATCHED = QosSpec(reliability='reliable', durability='transient_local', depth=1)
+INSTRUCTION_VOLATILE = QosSpec(reliability='reliable', durability='volatile', depth=10)

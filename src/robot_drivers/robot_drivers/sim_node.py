@@ -60,7 +60,10 @@ class SimNode(Node):
 
         self.sim = FrankaCubeSim(SimConfig(image_size=size))
         self.cubes = self.sim.reset(seed)
-        self.core = ArmDriverCore(FRANKA_PANDA, self.sim)
+        log = self.get_logger()
+        log_at = {'error': log.error, 'warning': log.warning, 'info': log.info, 'debug': log.debug}
+        # safety edges (start/end of a condition) as one /rosout line each, as arm_driver_node does
+        self.core = ArmDriverCore(FRANKA_PANDA, self.sim, on_event=lambda ev: log_at[ev.severity](str(ev)))
         self._types = conv.rclpy_types()
         self._period = 1.0 / rate
         self._camera_every = max(1, int(round(rate / cam_rate)))

@@ -1,13 +1,26 @@
 """``run_node(factory)``: the ``main()`` of every node in the workspace (Humble and Jazzy).
 
 ``rclpy.init()`` ... ``rclpy.shutdown()`` (not the newer context-manager form, which Humble lacks),
-Ctrl-C and external shutdown end the spin quietly, and the node is always destroyed.
+Ctrl-C and external shutdown end the spin quietly (exit status 0), and the node is always destroyed.
+
+A node that cannot start -- its constructor raises one of :data:`robot_drivers.cli.USER_ERRORS`
+(a parameter value, a missing checkpoint) or an rclpy parameter / name error -- prints one line on
+stderr, ``policy_node: error: parameter checkpoint is empty: ...``, shuts rclpy down and exits with
+status 1, so a launch file's ``on_exit=Shutdown()`` ends the launch instead of leaving the other
+nodes waiting. The traceback is printed too with ``--ros-args --log-level debug`` or ``VLA_DEBUG=1``.
+Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import inspect
+import os
+import sys
+from typing import Callable, Optional, Sequence, Tuple, Type
 
 import rclpy
+import rclpy.exceptions
+
+from robot_drivers import cli
 
 try:  # rclpy >= Humble
     from rclpy.executors import ExternalShutdownException
@@ -15,15 +28,49 @@ except ImportError:  # pragma: no cover
     class ExternalShutdownException(Exception):  # type: ignore[no-redef]
         pass
 
-__all__ = ['run_node']
+__all__ = ['run_node', 'ROS_USER_ERRORS']
+
+#: rclpy's errors for a bad ``-p name:=value`` or an invalid topic/node name (Humble and Jazzy).
+ROS_USER_ERRORS: Tuple[Type[BaseException], ...] = tuple(
+    t for t in (getattr(rclpy.exceptions, n, None) for n in ('ParameterException', 'NameValidationException'))
+    if isinstance(t, type))
+
+
+def _node_name(factory: Callable, argv: Sequence[str]) -> str:
+    """The default ``node_name`` of a Node subclass factory, else the executable's name."""
+    try:
+        p = inspect.signature(factory).parameters.get('node_name')
+        if p is not None and isinstance(p.default, str) and p.default:
+            return p.default
+    except (TypeError, ValueError):  # builtins / callables without a signature
+        pass
+    return os.path.basename(argv[0]) if argv and argv[0] else 'node'
 
 
 def run_node(factory: Callable[[], 'rclpy.node.Node'], args: Optional[list] = None) -> None:
+    """Create the node with ``factory()`` and spin it until Ctrl-C or shutdown.
+
+    ``args``: command line for ``rclpy.init`` (None = ``sys.argv``).
+
+    Raises:
+        SystemExit: status 1 when ``factory()`` raises a user error (one line on stderr, see the
+            module docstring); any other exception propagates after rclpy is shut down.
+    """
+    argv = list(sys.argv if args is None else args)
     rclpy.init(args=args)
     node = None
+    status = cli.EXIT_OK
     try:
-        node = factory()
-        rclpy.spin(node)
+        try:
+            node = factory()
+        except Exception as exc:  # noqa: BLE001 - classified by report_error; others re-raised
+            debug = cli.ros_args_request_debug(argv) or cli.debug_from_env()
+            code = cli.report_error(_node_name(factory, argv), exc, debug, extra=ROS_USER_ERRORS)
+            if code is None:
+                raise
+            status = code
+        else:
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -31,3 +78,5 @@ def run_node(factory: Callable[[], 'rclpy.node.Node'], args: Optional[list] = No
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if status != cli.EXIT_OK:
+        sys.exit(status)

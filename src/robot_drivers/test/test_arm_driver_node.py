@@ -1,4 +1,5 @@
-"""arm_driver_node on a live ROS 2 graph: follows a trajectory, rejects NaN, holds on e-stop.
+"""arm_driver_node on a live ROS 2 graph: follows a trajectory, rejects NaN, holds on e-stop, and
+publishes (and logs to /rosout) each condition once when it starts and once when it ends.
 
 Needs a sourced ROS 2 (Humble or Jazzy) installation; skipped elsewhere. The ROS-free logic is
 covered by test_hardware.py and test_safety.py.
@@ -14,6 +15,7 @@ rclpy = pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed; nod
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -38,6 +40,7 @@ class FakeArm(Node):
         self.q = READY.copy()
         self.outputs = []      # (positions (J,), time_from_start s, joint_names)
         self.events = []
+        self.rosout = []       # /rosout lines of the driver node
         self.js_pub = self.create_publisher(JointState, prefix + '/joint_states', qos_profile(SENSOR_DATA))
         self.cmd_pub = self.create_publisher(JointTrajectory, prefix + '/vla/joint_trajectory', qos_profile(COMMANDS))
         self.estop_pub = self.create_publisher(Bool, f'/{driver_name}/emergency_stop', qos_profile(LATCHED))
@@ -45,6 +48,7 @@ class FakeArm(Node):
                                  qos_profile(COMMANDS))
         self.create_subscription(String, f'/{driver_name}/events', lambda m: self.events.append(m.data),
                                  qos_profile(COMMANDS))
+        self.create_subscription(Log, '/rosout', lambda m: self._on_log(m, driver_name), 100)
         self.create_timer(1.0 / RATE, self._publish_state)
 
     def _on_out(self, msg):
@@ -53,6 +57,10 @@ class FakeArm(Node):
         q = pos[0][EMB.index_of(names)]
         self.outputs.append((q, float(tfs[0]), names))
         self.q = q                      # perfect tracking
+
+    def _on_log(self, msg, driver_name):
+        if msg.name.split('.')[-1] == driver_name:
+            self.rosout.append(msg.msg)
 
     def _publish_state(self):
         now = self.get_clock().now().nanoseconds * 1e-9
@@ -113,7 +121,11 @@ def test_node_follows_trajectory_within_limits(graph):
     assert np.all(q >= EMB.lower - 1e-12) and np.all(q <= EMB.upper + 1e-12)
     assert all(o[1] == pytest.approx(1.0 / RATE) for o in arm.outputs)
     assert all(o[2] == NAMES for o in arm.outputs)
-    assert any('position_clamp panda_joint4' in e for e in arm.events)
+    # the setpoint sat at panda_joint4's limit for many ticks: one clamp start, no per-tick repeats
+    n = len(arm.outputs)
+    assert spin_until(ex, lambda: len(arm.outputs) >= n + 25)
+    clamps = [e for e in arm.events if e.startswith('position_clamp panda_joint4 ')]
+    assert len(clamps) == 1 and clamps[0].startswith('position_clamp panda_joint4 start: ')
 
 
 def test_node_rejects_nan_and_holds_on_estop(graph):
@@ -121,11 +133,13 @@ def test_node_rejects_nan_and_holds_on_estop(graph):
     assert spin_until(ex, lambda: len(arm.outputs) >= 5)
     bad = np.tile(READY, (2, 1))
     bad[1, 2] = np.nan
-    arm.send(bad, [0.5, 1.0])
-    assert spin_until(ex, lambda: any(e.startswith('rejected') and 'panda_joint3' in e for e in arm.events))
+    for _ in range(3):       # repeated identical rejections: published once
+        arm.send(bad, [0.5, 1.0])
+    assert spin_until(ex, lambda: any(e.startswith('rejected start: ') and 'panda_joint3' in e for e in arm.events))
     n = len(arm.outputs)
     assert spin_until(ex, lambda: len(arm.outputs) >= n + 10)
     np.testing.assert_allclose(arm.outputs[-1][0], READY, atol=1e-9)   # still holding
+    assert len([e for e in arm.events if e.startswith('rejected')]) == 1
     arm.estop_pub.publish(Bool(data=True))
     assert spin_until(ex, lambda: driver.core.estopped)
     goal = READY + 0.1
@@ -138,3 +152,30 @@ def test_node_rejects_nan_and_holds_on_estop(graph):
     assert spin_until(ex, lambda: not driver.core.estopped)
     arm.send(goal[None], [0.5])
     assert spin_until(ex, lambda: np.allclose(arm.outputs[-1][0], np.clip(goal, EMB.lower, EMB.upper), atol=1e-6))
+    assert spin_until(ex, lambda: any(e.startswith('rejected end: ') for e in arm.events))
+    # (the goal's finger value is beyond the stroke: clamp and rate-limit edges come too, not listed here)
+    assert [e.split(':')[0] for e in arm.events if e.startswith(('rejected ', 'estop '))] == [
+        'rejected start',            # NaN, 3 times
+        'estop start',
+        'rejected end', 'rejected start',   # a new reason: emergency stop is active
+        'estop end',
+        'rejected end']              # the goal accepted
+
+
+def test_persistent_estop_publishes_one_event_and_one_rosout_line(graph):
+    driver, arm, ex = graph
+    assert spin_until(ex, lambda: len(arm.outputs) >= 5)
+    arm.estop_pub.publish(Bool(data=True))
+    assert spin_until(ex, lambda: any(e.startswith('estop start: ') for e in arm.events))
+    n = len(arm.outputs)
+    ticks = 100                                          # 2 s of e-stop at 50 Hz
+    assert spin_until(ex, lambda: len(arm.outputs) >= n + ticks), 'driver stopped publishing while e-stopped'
+    for _ in range(10):                                  # let any late message arrive
+        ex.spin_once(timeout_sec=0.02)
+    events = [e for e in arm.events if not e.startswith('joint_state_')]   # start-up edges may come or not
+    assert len(events) == 1 and events[0].startswith('estop start: '), events
+    assert len([line for line in arm.rosout if 'estop' in line]) == 1
+    np.testing.assert_allclose(arm.outputs[-1][0], READY, atol=1e-9)
+    arm.estop_pub.publish(Bool(data=False))
+    assert spin_until(ex, lambda: any(e.startswith('estop end: ') for e in arm.events))
+    assert spin_until(ex, lambda: len([line for line in arm.rosout if 'estop' in line]) == 2)

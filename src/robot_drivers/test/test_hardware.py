@@ -1,6 +1,5 @@
-"""ArmDriverCore against a fake first-order-lag arm: tracking, rejection, watchdog, limits, e-stop."""
-import logging
-
+"""ArmDriverCore against a fake first-order-lag arm: tracking, rejection, watchdog, limits, e-stop,
+and every condition reported as one start and one end edge."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,7 +7,8 @@ from hypothesis import strategies as st
 
 from robot_drivers.embodiment import FRANKA_PANDA
 from robot_drivers.hardware import ArmDriverCore, Hardware, JointSample
-from robot_drivers.safety import (ESTOP, POSITION_CLAMP, REJECTED, WATCHDOG_HOLD, CommandRejected, SafetyConfig)
+from robot_drivers.safety import (END, ESTOP, JOINT_STATE_STALE, POSITION_CLAMP, REJECTED, START, TIME_JUMP,
+                                  VELOCITY_LIMIT, WATCHDOG_HOLD, CommandRejected, SafetyConfig)
 
 EMB = FRANKA_PANDA
 NAMES = EMB.joint_names
@@ -130,33 +130,51 @@ def test_new_trajectory_starts_from_the_last_setpoint():
     np.testing.assert_allclose(sp, mid + 0.1 * (b - mid), atol=1e-9)
 
 
-def test_nan_command_rejected_logged_and_previous_trajectory_keeps_running(caplog):
-    driver, arm = make()
+def test_nan_command_rejected_once_counted_and_previous_trajectory_keeps_running():
+    seen = []
+    arm = LagArm(READY)
+    driver = ArmDriverCore(EMB, arm, SafetyConfig(watchdog_timeout_s=30.0), on_event=seen.append)
     goal = READY + 0.1
     goal[7] = 0.025
     driver.on_trajectory(NAMES, goal[None], [1.0], 0.0, 0.0)
     run(driver, arm, 0.0, 0.5)
+    assert list(driver.events) == seen == []
     bad = np.tile(READY, (3, 1))
     bad[1, 4] = np.nan
-    with caplog.at_level(logging.ERROR, logger='robot_drivers'):
+    for k in range(5):       # a broken policy streaming NaN: one event, the rest counted
         with pytest.raises(CommandRejected, match='panda_joint5'):
-            driver.on_trajectory(NAMES, bad, [0.1, 0.2, 0.3], 0.0, 0.5, source='/vla/joint_trajectory')
-    rec = [r for r in caplog.records if r.name == 'robot_drivers' and r.levelno == logging.ERROR]
-    assert len(rec) == 1
-    assert 'panda_joint5' in rec[0].getMessage() and '/vla/joint_trajectory' in rec[0].getMessage()
-    assert driver.events[-1].kind == REJECTED and 'panda_joint5' in driver.events[-1].detail
+            driver.on_trajectory(NAMES, bad, [0.1, 0.2, 0.3], 0.0, 0.5 + 0.1 * k, source='/vla/joint_trajectory')
+    assert len(seen) == 1 and list(driver.events) == seen
+    ev = seen[0]
+    assert (ev.kind, ev.joint, ev.edge, ev.severity) == (REJECTED, None, START, 'error')
+    assert 'panda_joint5' in ev.detail and '/vla/joint_trajectory' in ev.detail and 'point 1' in ev.detail
+    assert driver.active_conditions == {(REJECTED, None): ev.detail}
     run(driver, arm, 0.5, 2.0)
     np.testing.assert_allclose(arm.q_emb(), goal, atol=1e-4)   # the old command finished
+    assert len(seen) == 1
+    # the next valid command ends the condition, with the count of rejected commands
+    ended = driver.on_trajectory(NAMES, goal[None], [0.1], 0.0, 2.0, source='/vla/joint_trajectory')
+    assert [(e.kind, e.edge, e.count) for e in ended] == [(REJECTED, END, 5)]
+    assert '5 rejected' in ended[0].detail and seen[-1] is ended[0] and driver.events[-1] is ended[0]
+    assert driver.on_trajectory(NAMES, goal[None], [0.1], 0.0, 2.1) == []
 
 
-def test_unknown_joint_rejected(caplog):
+def test_unknown_joint_rejected_and_a_new_reason_is_reported_again():
     driver, arm = make()
     names = NAMES[:7] + ['gripper_width']
-    with caplog.at_level(logging.ERROR, logger='robot_drivers'):
+    for _ in range(3):
         with pytest.raises(CommandRejected, match=r"unknown joints \['gripper_width'\]"):
             driver.on_trajectory(names, READY[None], [0.5], 0.0, 0.0)
-    assert any('gripper_width' in r.getMessage() for r in caplog.records)
+    assert [(e.kind, e.edge) for e in driver.events] == [(REJECTED, START)]
+    assert 'gripper_width' in driver.events[0].detail
     assert not driver.has_trajectory
+    bad = READY.copy()
+    bad[0] = np.inf
+    with pytest.raises(CommandRejected, match='panda_joint1'):
+        driver.on_trajectory(NAMES, bad[None], [0.5], 0.0, 0.1)
+    assert [(e.kind, e.edge, e.count) for e in driver.events] == [(REJECTED, START, 1), (REJECTED, END, 3),
+                                                                   (REJECTED, START, 1)]
+    assert 'panda_joint1' in driver.events[-1].detail
 
 
 @pytest.mark.parametrize('tfs, match', [
@@ -167,9 +185,11 @@ def test_unknown_joint_rejected(caplog):
 ])
 def test_bad_time_from_start_rejected(tfs, match):
     driver, _ = make()
-    with pytest.raises(CommandRejected, match=match):
+    with pytest.raises(CommandRejected, match=match) as exc:
         driver.on_trajectory(NAMES, np.tile(READY, (2, 1)), tfs, 0.0, 0.0)
-    assert driver.events[-1].kind == REJECTED
+    assert exc.value.reason == 'time_from_start'
+    assert [(e.kind, e.edge) for e in driver.events] == [(REJECTED, START)]
+    assert match in driver.events[-1].detail
 
 
 @pytest.mark.parametrize('reference', ['command', 'measured'])
@@ -182,19 +202,22 @@ def test_watchdog_holds_measured_position_after_timeout_and_rearms(reference):
     driver.on_trajectory(NAMES, goal[None], [0.2], 0.0, 0.0)
     times, sps, evs = run(driver, arm, 0.0, 1.5)
     wd = [e for e in evs if e.kind == WATCHDOG_HOLD]
-    assert len(wd) == 1                                              # once per timeout
+    assert [e.edge for e in wd] == [START]                           # once per timeout, not per tick
     fired = np.flatnonzero(times > 0.5 + 1e-9)[0]                    # first tick past the timeout
     assert wd[0] is [e for e in driver.events if e.kind == WATCHDOG_HOLD][0]
+    assert list(driver.events) == evs                                # the history holds exactly the edges
     assert sps[fired - 1][1] > -0.7 + 1e-3                           # was still pushing towards the goal
     hold = sps[-1]
     assert hold[1] <= -0.7 + 1e-12                                   # now holds where the arm is
     np.testing.assert_allclose(sps[-30:], np.tile(hold, (30, 1)))
     np.testing.assert_allclose(arm.q_emb(), hold, atol=1e-6)
-    # a new command re-arms the watchdog: it runs, then times out once more
-    driver.on_trajectory(NAMES, READY[None], [0.3], 0.0, 1.5)
+    # a new command ends the hold and re-arms the watchdog: it runs, then times out once more
+    ended = driver.on_trajectory(NAMES, READY[None], [0.3], 0.0, 1.5)
+    assert [(e.kind, e.edge, e.count) for e in ended] == [(WATCHDOG_HOLD, END, 1)]
+    assert 'resuming' in ended[0].detail
     times, sps, evs = run(driver, arm, 1.5, 2.6)
     np.testing.assert_allclose(sps[np.flatnonzero(times >= 1.8)[0]], READY, atol=1e-12)
-    assert [e.kind for e in evs].count(WATCHDOG_HOLD) == 1
+    assert [(e.kind, e.edge) for e in evs if e.kind == WATCHDOG_HOLD] == [(WATCHDOG_HOLD, START)]
 
 
 def test_watchdog_waits_for_long_trajectories():
@@ -215,10 +238,32 @@ def test_clamps_at_position_limits():
     driver.on_trajectory(NAMES, goal[None], [0.5], 0.0, 0.0)
     _, sps, evs = run(driver, arm, 0.0, 4.0)
     assert np.all(sps <= EMB.upper + 1e-12) and np.all(sps >= EMB.lower - 1e-12)
-    clamped = {e.joint for e in evs if e.kind == POSITION_CLAMP}
-    assert clamped == {'panda_joint4', 'panda_finger_joint1'}
+    # 400 ticks commanding beyond the limits: one start edge per clamped joint, no end yet
+    clamps = [(e.joint, e.edge) for e in evs if e.kind == POSITION_CLAMP]
+    assert sorted(clamps) == [('panda_finger_joint1', START), ('panda_joint4', START)]
     np.testing.assert_allclose(arm.q_emb()[[3, 7]], EMB.upper[[3, 7]], atol=1e-4)
     np.testing.assert_allclose(sps[-1], np.clip(goal, EMB.lower, EMB.upper), atol=1e-12)
+    # commanding the limits themselves (where the arm now rests) ends both, once
+    driver.on_trajectory(NAMES, np.clip(goal, EMB.lower, EMB.upper)[None], [0.1], 0.0, 4.0)
+    _, _, evs = run(driver, arm, 4.0, 8.0)
+    assert sorted((e.joint, e.edge) for e in evs) == [('panda_finger_joint1', END), ('panda_joint4', END)]
+    assert all(e.kind == POSITION_CLAMP for e in evs)
+
+
+def test_fingers_resting_at_their_limit_give_no_event():
+    """The issue's firehose: fingers commanded to and resting at 0.04 m for 10 s at 50 Hz."""
+    q0 = READY.copy()
+    q0[7] = EMB.upper[7]
+    driver, arm = make(q0=q0)
+    chunk = np.tile(q0, (8, 1))
+    events = []
+    for k in range(500):
+        now = k * 0.02
+        if k % 20 == 0:          # a policy re-sending its chunk at 2.5 Hz, fingers open at the limit
+            driver.on_trajectory(NAMES, chunk, 0.1 * np.arange(1, 9), now, now)
+        events += driver.tick(now)[1]
+        arm.step(0.02)
+    assert events == [] and list(driver.events) == []
 
 
 @pytest.mark.parametrize('reference', ['command', 'measured'])
@@ -259,20 +304,33 @@ def test_estop_holds_rejects_and_rearm_holds_until_new_command():
     goal[7] = 0.04
     driver.on_trajectory(NAMES, goal[None], [1.0], 0.0, 0.0)
     run(driver, arm, 0.0, 0.3)
-    driver.estop()
-    assert driver.events[-1].kind == ESTOP
+    n0 = len(driver.events)
+    started = driver.estop()
+    assert [(e.kind, e.edge) for e in started] == [(ESTOP, START)] and driver.events[-1] is started[0]
+    assert driver.estop() == []                                       # a second `true` is no new edge
+    tick_events = []
     for k in range(20):
         m = arm.q_emb()
         sp, ev = driver.tick(0.3 + k * DT)
+        tick_events += ev
         np.testing.assert_array_equal(sp, m)
         arm.step(DT)
-    with pytest.raises(CommandRejected, match='emergency stop'):
-        driver.on_trajectory(NAMES, goal[None], [1.0], 0.0, 0.5)
-    driver.rearm()
+    # holding gives no event per tick; limit conditions active before the stop end once
+    assert all(e.edge == END and e.kind != ESTOP for e in tick_events)
+    for k in range(4):       # the policy keeps streaming: one rejection edge, the others counted
+        with pytest.raises(CommandRejected, match='emergency stop') as exc:
+            driver.on_trajectory(NAMES, goal[None], [1.0], 0.0, 0.5)
+        assert exc.value.reason == 'estop_active'
+    new = list(driver.events)[n0:]
+    assert [(e.kind, e.edge) for e in new if e.kind in (ESTOP, REJECTED)] == [(ESTOP, START), (REJECTED, START)]
+    ended = driver.rearm()
+    assert [(e.kind, e.edge) for e in ended] == [(ESTOP, END)]
     q_rearm = arm.q_emb()
-    _, sps, _ = run(driver, arm, 0.5, 1.0)
+    _, sps, evs = run(driver, arm, 0.5, 1.0)
     np.testing.assert_allclose(sps, np.tile(q_rearm, (len(sps), 1)))   # no resume of the old goal
-    driver.on_trajectory(NAMES, goal[None], [0.5], 0.0, 1.0)
+    assert evs == []
+    ended = driver.on_trajectory(NAMES, goal[None], [0.5], 0.0, 1.0)
+    assert [(e.kind, e.edge, e.count) for e in ended] == [(REJECTED, END, 4)]
     run(driver, arm, 1.0, 2.5)
     np.testing.assert_allclose(arm.q_emb(), goal, atol=1e-4)
 
@@ -284,8 +342,76 @@ def test_clock_stepping_back_is_reported_and_holds_still():
     driver.on_trajectory(NAMES, (READY + 0.01)[None], [0.1], 0.0, 1.0)
     m = arm.q_emb()
     sp, ev = driver.tick(0.5)
-    assert [e.kind for e in ev][0] == 'time_jump'
+    assert [(e.kind, e.edge) for e in ev] == [(TIME_JUMP, START)]
     np.testing.assert_allclose(sp, m)
+    arm.step(DT)
+    _, ev = driver.tick(0.4)                  # still going back: no new event
+    assert ev == []
+    _, ev = driver.tick(0.41)                 # forward again: the condition ends
+    assert [(e.kind, e.edge, e.count) for e in ev] == [(TIME_JUMP, END, 2)]
+    assert driver.active_conditions == {}
+
+
+def test_velocity_limit_is_one_edge_per_joint_while_it_lasts():
+    driver, arm = make(cfg=SafetyConfig(velocity_scale=0.1, watchdog_timeout_s=30.0))
+    goal = READY.copy()
+    goal[0] += 0.5                                        # 0.5 rad at 0.2175 rad/s: limited for ~2.3 s
+    driver.on_trajectory(NAMES, goal[None], [0.05], 0.0, 0.0)
+    times, sps, evs = run(driver, arm, 0.0, 4.0)
+    assert [(e.kind, e.joint, e.edge) for e in evs] == [(VELOCITY_LIMIT, 'panda_joint1', START),
+                                                        (VELOCITY_LIMIT, 'panda_joint1', END)]
+    end_tick = np.flatnonzero([np.isclose(sp[0], goal[0], atol=1e-12) for sp in sps])[0]
+    assert evs[1].count == end_tick - 1               # limited on every tick but the first (dt = 0) until there
+    np.testing.assert_allclose(sps[-1], goal, atol=1e-12)
+
+
+def test_conditions_reported_by_the_caller_are_edges_too():
+    """The node's joint-state checks go through set_condition: one edge each way."""
+    seen = []
+    driver = ArmDriverCore(EMB, LagArm(READY), on_event=seen.append)
+    for k in range(50):
+        ev = driver.set_condition(JOINT_STATE_STALE, True, f'joint states are {0.6 + 0.02 * k:.2f} s old')
+        assert ev == ([] if k else seen[:1])
+    for k in range(50):
+        driver.set_condition(JOINT_STATE_STALE, False, 'joint states fresh again')
+    assert [(e.kind, e.edge, e.count) for e in seen] == [(JOINT_STATE_STALE, START, 1), (JOINT_STATE_STALE, END, 50)]
+    assert seen[0].detail == 'joint states are 0.60 s old' and list(driver.events) == seen
+
+
+def test_every_recorded_edge_is_returned_once_and_alternates_per_key():
+    """A run through clamp, rate limit, e-stop, rejection, watchdog: the history is exactly the
+    edges returned by tick/on_trajectory/estop/rearm, in order, alternating start/end per key."""
+    seen = []
+    arm = LagArm(READY)
+    driver = ArmDriverCore(EMB, arm, SafetyConfig(watchdog_timeout_s=0.3, velocity_scale=0.5), on_event=seen.append)
+    returned = []
+    far = READY + 0.6
+    far[7] = 0.06
+    bad = READY.copy()
+    bad[2] = np.nan
+    script = {0: lambda t: driver.on_trajectory(NAMES, far[None], [0.1], t, t),
+              60: lambda t: driver.estop(), 90: lambda t: driver.rearm(),
+              100: lambda t: driver.on_trajectory(NAMES, bad[None], [0.1], t, t),
+              120: lambda t: driver.on_trajectory(NAMES, READY[None], [0.2], t, t)}
+    for k in range(200):
+        now = k * DT
+        if k in script:
+            try:
+                returned += script[k](now)
+            except CommandRejected:
+                pass
+        returned += driver.tick(now)[1]
+        arm.step(DT)
+    kinds = {e.kind for e in driver.events}
+    assert {POSITION_CLAMP, VELOCITY_LIMIT, ESTOP, REJECTED, WATCHDOG_HOLD} <= kinds
+    rejected = [e for e in driver.events if e.kind == REJECTED]
+    assert [e.edge for e in rejected] == [START, END]
+    assert seen == list(driver.events)
+    assert [id(e) for e in returned] == [id(e) for e in seen if e.kind != REJECTED or e.edge == END]
+    open_keys = {}
+    for e in seen:
+        assert e.edge == (END if open_keys.get(e.key) else START), f'{e} out of order'
+        open_keys[e.key] = e.edge == START
 
 
 def test_hardware_returning_nan_raises_naming_the_joint():

@@ -3,7 +3,9 @@
 Needs a sourced ROS 2 (Humble or Jazzy) with launch_testing; skipped elsewhere (the ROS-free parts
 are covered by the other tests). Trains nothing: it builds a tiny film_cnn checkpoint from random
 weights (the graph's wiring is under test, not the policy's skill), launches policy_node +
-arm_driver_node + sim_node, and waits for a safe JointTrajectory on the controller topic.
+arm_driver_node + sim_node, and waits for a safe JointTrajectory on the controller topic; then a
+plain (volatile) `ros2 topic pub`-style message changes the running policy_node's instruction.
+The launch without a checkpoint and the launch file's structure: test_franka_launch_static.py.
 """
 import os
 import pathlib
@@ -18,6 +20,9 @@ import launch  # noqa: E402
 import launch_ros  # noqa: E402,F401
 import rclpy  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from robot_drivers import conversions as conv  # noqa: E402
@@ -77,3 +82,26 @@ class TestGraph:
         names, pos, _ = conv.trajectory_to_arrays(got[-1])
         q = pos[0][FRANKA_PANDA.index_of(names)]
         assert (q >= FRANKA_PANDA.lower - 1e-9).all() and (q <= FRANKA_PANDA.upper + 1e-9).all()
+
+    def test_plain_topic_pub_changes_the_running_policy_instruction(self):
+        rclpy.init()
+        node = rclpy.create_node('instruction_probe')
+        plain = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        pub = node.create_publisher(String, '/vla/instruction', plain)
+        client = node.create_client(GetParameters, '/policy_node/get_parameters')
+        text = 'reach the green cube'
+        current = None
+        end = time.time() + 60.0
+        try:
+            while time.time() < end and current != text:
+                rclpy.spin_once(node, timeout_sec=0.1)
+                if pub.get_subscription_count() >= 1 and client.service_is_ready():
+                    pub.publish(String(data=text))
+                    fut = client.call_async(GetParameters.Request(names=['instruction']))
+                    rclpy.spin_until_future_complete(node, fut, timeout_sec=5.0)
+                    if fut.done() and fut.result() is not None:
+                        current = fut.result().values[0].string_value
+        finally:
+            node.destroy_node()
+            rclpy.shutdown()
+        assert current == text, f'policy_node instruction is {current!r} after publishing {text!r}'

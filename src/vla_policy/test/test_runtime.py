@@ -58,19 +58,36 @@ def test_chunk_execution_every_n_action_steps_and_trajectory_message():
     assert conv.stamp_to_sec(msg.header.stamp) == pytest.approx(10.3)
 
 
-def test_refuses_stale_observations_and_drops_pending_chunk(caplog):
+def test_refuses_stale_observations_and_drops_pending_chunk():
     pol = RampPolicy()
     rt = PolicyRuntime(pol, FRANKA_PANDA, RuntimeConfig(n_action_steps=4, max_obs_age_s=0.3))
     rt.on_instruction('reach the red cube')
     _feed(rt, 5.0)
-    assert rt.step(5.0) is not None
+    assert rt.step(5.0) is not None and rt.refusal is None
+    rt.take_events()
     # Image now 0.5 s old: no command, and the chunk remainder is dropped.
     _feed(rt, 5.1, img_age=0.5)
-    with caplog.at_level('WARNING'):
-        assert rt.step(5.1) is None
-    assert 'image is 0.500 s old' in rt.status and 'image is 0.500 s old' in caplog.text
-    _feed(rt, 5.2)
-    assert rt.step(5.2) is not None and pol.calls == 2   # fresh data -> infer at once
+    assert rt.step(5.1) is None
+    assert 'image is 0.500 s old' in rt.status and rt.refusal == rt.status
+    # Still stale on the next ticks (the age grows): one refusal event, not one per tick.
+    for t in (5.2, 5.3, 5.4):
+        _feed(rt, t, img_age=t - 4.6)   # the camera keeps re-sending the 4.6 s frame
+        assert rt.step(t) is None
+    assert 'image is 0.800 s old' in rt.status
+    events = rt.take_events()
+    assert [(e.kind, e.stamp) for e in events] == [('refusing', 5.1)]
+    assert 'image is 0.500 s old (max_obs_age_s = 0.3)' in events[0].detail
+    # The joint state going stale too is a new condition: a new edge.
+    rt.on_image(np.zeros((8, 8, 3), np.uint8), 5.5)
+    rt.on_joint_state(np.zeros(8), 5.0)
+    assert rt.step(5.5) is None
+    assert [(e.kind, e.detail.split(' is ')[0]) for e in rt.take_events()] == [('refusing', 'joint state')]
+    _feed(rt, 5.6)
+    assert rt.step(5.6) is not None and pol.calls == 2   # fresh data -> infer at once
+    ended = rt.take_events()
+    assert [(e.kind, e.stamp) for e in ended] == [('acting', 5.6)] and 'joint state is' in ended[0].detail
+    assert rt.refusal is None and rt.status == 'running'
+    assert [e.kind for e in rt.events] == ['instruction', 'acting', 'refusing', 'refusing', 'acting']
 
 
 def test_waits_for_all_inputs_and_resets_on_new_instruction():
@@ -78,12 +95,14 @@ def test_waits_for_all_inputs_and_resets_on_new_instruction():
     rt = PolicyRuntime(pol, FRANKA_PANDA)
     _feed(rt, 1.0)
     assert rt.step(1.0) is None and 'instruction' in rt.status
-    rt.on_instruction('pick up the blue cube')
+    assert rt.on_instruction('pick up the blue cube') is True
     assert rt.step(1.0) is not None
-    rt.on_instruction('pick up the blue cube')      # same text: no reset
+    assert rt.on_instruction('pick up the blue cube') is False     # same text: no reset
     n = pol.resets
-    rt.on_instruction('reach the red cube')
-    assert pol.resets == n + 1
+    assert rt.on_instruction('reach the red cube') is True
+    assert pol.resets == n + 1 and rt.instruction == 'reach the red cube'
+    assert [e.detail for e in rt.events if e.kind == 'instruction'] == ['pick up the blue cube',
+                                                                        'reach the red cube']
     with pytest.raises(ValueError, match='empty'):
         rt.on_instruction('  ')
 

@@ -11,12 +11,16 @@ Per control tick (``step(now)``):
    return its first ``n_action_steps`` rows as a :class:`TrajectoryCommand` (one point per
    chunk step, ``time_from_start = (k + 1) * dt``), the open-loop chunk execution of ACT /
    Diffusion Policy / LeRobot ``n_action_steps``.
+
+Refusing to act, resuming, and a new instruction are recorded as :class:`RuntimeEvent` edges in
+``events`` (one when a condition starts or changes, one when it ends; never one per tick); the
+node logs each one once (:meth:`PolicyRuntime.take_events`).
 """
 from __future__ import annotations
 
-import logging
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Deque, List, Optional, Tuple
 
 import numpy as np
 
@@ -25,9 +29,7 @@ from robot_drivers.embodiment import Embodiment
 from vla_policy.contracts import Observation, Policy
 from vla_policy.history import ObservationHistory
 
-__all__ = ['RuntimeConfig', 'TrajectoryCommand', 'PolicyRuntime']
-
-log = logging.getLogger('vla_policy.runtime')
+__all__ = ['RuntimeConfig', 'RuntimeEvent', 'TrajectoryCommand', 'PolicyRuntime']
 
 
 @dataclass
@@ -55,6 +57,21 @@ class RuntimeConfig:
             raise ValueError(f'max_obs_age_s must be > 0, got {self.max_obs_age_s}')
 
 
+@dataclass(frozen=True)
+class RuntimeEvent:
+    """An edge in the runtime's state.
+
+    kind: ``'refusing'`` (no command: ``detail`` says why; recorded when refusal starts or its
+        reason changes), ``'acting'`` (the refusal ended), ``'instruction'`` (``detail`` is the new
+        instruction).
+    stamp: control time (s) of the tick that saw it; None for an instruction (arrives off-tick).
+    """
+
+    kind: str
+    detail: str
+    stamp: Optional[float] = None
+
+
 @dataclass
 class TrajectoryCommand:
     """What to publish: ``positions (P, J)`` for ``joint_names``, point k due at ``stamp + (k + 1) * dt``."""
@@ -70,7 +87,16 @@ class TrajectoryCommand:
 
 
 class PolicyRuntime:
-    """Feeds a :class:`~vla_policy.contracts.Policy` from timestamped inputs; see the module docstring."""
+    """Feeds a :class:`~vla_policy.contracts.Policy` from timestamped inputs; see the module docstring.
+
+    Attributes:
+        status: ``'running'`` or why no command is produced (the current refusal).
+        refusal: the current refusal reason, None while acting.
+        events: the last :data:`MAX_EVENTS` :class:`RuntimeEvent` edges, oldest first.
+        inferences: policy calls so far.
+    """
+
+    MAX_EVENTS = 256
 
     def __init__(self, policy: Policy, embodiment: Embodiment, config: Optional[RuntimeConfig] = None) -> None:
         self.policy = policy
@@ -83,7 +109,22 @@ class PolicyRuntime:
         self._remaining = 0           # executed-chunk ticks left before the next inference
         self._last_pushed = None      # (image stamp, joint stamp) of the last history entry
         self.status = 'waiting for inputs'
+        self.refusal: Optional[str] = self.status
+        self._refusal_key: Optional[Tuple[str, ...]] = ('start',)
+        self.events: Deque[RuntimeEvent] = deque(maxlen=self.MAX_EVENTS)
+        self._unread: Deque[RuntimeEvent] = deque(maxlen=self.MAX_EVENTS)
         self.inferences = 0
+
+    def _event(self, kind: str, detail: str, stamp: Optional[float] = None) -> None:
+        ev = RuntimeEvent(kind, detail, stamp)
+        self.events.append(ev)
+        self._unread.append(ev)
+
+    def take_events(self) -> List[RuntimeEvent]:
+        """The events recorded since the last call (each is returned once; for logging)."""
+        out = list(self._unread)
+        self._unread.clear()
+        return out
 
     # ------------------------------------------------------------------ inputs (arrays)
     def on_image(self, image: np.ndarray, stamp: float) -> None:
@@ -98,31 +139,40 @@ class PolicyRuntime:
                              f'{self.embodiment.name!r} has {self.embodiment.dof}')
         self._joints = (positions, velocities, float(stamp))
 
-    def on_instruction(self, text: str) -> None:
-        """A new instruction resets the policy and drops the pending chunk."""
+    @property
+    def instruction(self) -> Optional[str]:
+        """The instruction the policy is conditioned on (None until one arrives)."""
+        return self._instruction
+
+    def on_instruction(self, text: str) -> bool:
+        """A new instruction resets the policy and drops the pending chunk.
+
+        Returns True when the instruction changed (an ``'instruction'`` event is recorded),
+        False for the current one again. Raises ValueError on an empty instruction.
+        """
         text = str(text).strip()
         if not text:
             raise ValueError('instruction is empty')
-        if text != self._instruction:
-            log.info('new instruction: %r', text)
-            self._instruction = text
-            self.reset()
+        if text == self._instruction:
+            return False
+        self._instruction = text
+        self._event('instruction', text)
+        self.reset()
+        return True
 
     # ------------------------------------------------------------------ inputs (messages, any flavour)
-    def on_image_msg(self, msg: Any, *, source: str = '/camera/image_raw') -> None:
-        """``sensor_msgs/Image`` or ``CompressedImage`` (rclpy or rosbags)."""
-        if hasattr(msg, 'encoding'):
-            img = conv.image_to_numpy(msg, source=source)
-        else:
-            img = conv.compressed_image_to_numpy(msg, source=source)
-        self.on_image(img, conv.stamp_to_sec(msg.header.stamp))
+    def on_image_msg(self, msg: Any, *, source: str = '/camera/image_raw', bridge: Any = None) -> None:
+        """``sensor_msgs/Image`` or ``CompressedImage`` (rclpy or rosbags), converted by
+        :func:`robot_drivers.conversions.image_msg_to_rgb` (cv_bridge when ``bridge`` is a
+        ``CvBridge``, else the built-in converter). Raises ValueError naming ``source``."""
+        self.on_image(conv.image_msg_to_rgb(msg, source=source, bridge=bridge), conv.stamp_to_sec(msg.header.stamp))
 
     def on_joint_state_msg(self, msg: Any, *, source: str = '/joint_states') -> None:
         pos, vel = conv.joint_state_to_arrays(msg, self.embodiment.joint_names, source=source)
         self.on_joint_state(pos, conv.stamp_to_sec(msg.header.stamp), vel)
 
-    def on_instruction_msg(self, msg: Any) -> None:
-        self.on_instruction(msg.data)
+    def on_instruction_msg(self, msg: Any) -> bool:
+        return self.on_instruction(msg.data)
 
     # ------------------------------------------------------------------ control tick
     def reset(self) -> None:
@@ -131,28 +181,33 @@ class PolicyRuntime:
         self._last_pushed = None
         self.policy.reset()
 
-    def _refuse(self, why: str) -> None:
-        if why != self.status:
-            log.warning('not acting: %s', why)
-        self.status = why
+    def _refuse(self, key: Tuple[str, ...], why: str, now: float) -> None:
+        """Refuse this tick. ``key`` names the condition (an age in ``why`` grows every tick; the
+        condition does not), so an event is recorded only when the condition starts or changes."""
+        if key != self._refusal_key:
+            self._event('refusing', why, now)
+            self._refusal_key = key
+        self.status = self.refusal = why
         self._remaining = 0
 
     def step(self, now: float) -> Optional[TrajectoryCommand]:
         """One control tick at time ``now`` (s). Returns a command on inference ticks, else None.
 
-        ``self.status`` says why no command was produced when inputs are missing or stale.
+        ``self.status`` says why no command was produced when inputs are missing or stale; the
+        start and end of each refusal are recorded in ``events``.
         """
         if self._image is None or self._joints is None or self._instruction is None:
             missing = [n for n, v in (('image', self._image), ('joint state', self._joints),
                                       ('instruction', self._instruction)) if v is None]
-            self._refuse(f'waiting for {", ".join(missing)}')
+            self._refuse(('waiting', *missing), f'waiting for {", ".join(missing)}', now)
             return None
         img, img_stamp = self._image
         q, qd, q_stamp = self._joints
         for what, stamp in (('image', img_stamp), ('joint state', q_stamp)):
             age = now - stamp
             if age > self.cfg.max_obs_age_s:
-                self._refuse(f'{what} is {age:.3f} s old (max_obs_age_s = {self.cfg.max_obs_age_s})')
+                self._refuse(('stale', what), f'{what} is {age:.3f} s old (max_obs_age_s = {self.cfg.max_obs_age_s})',
+                             now)
                 return None
         key = (img_stamp, q_stamp)
         if key != self._last_pushed:
@@ -160,6 +215,10 @@ class PolicyRuntime:
                                           instruction=self._instruction, stamp=max(img_stamp, q_stamp),
                                           joint_velocities=qd))
             self._last_pushed = key
+        if self.refusal is not None:
+            self._event('acting', f'acting (was: {self.refusal})', now)
+            self.refusal = None
+            self._refusal_key = None
         self.status = 'running'
         if self._remaining > 0:
             self._remaining -= 1

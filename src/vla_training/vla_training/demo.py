@@ -13,7 +13,6 @@ the start; the results file is replaced atomically at the end.
 """
 from __future__ import annotations
 
-import argparse
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing as mp
 import os
@@ -144,13 +143,35 @@ def run_demo(output: str = 'outputs/demo', episodes: int = 400, eval_episodes: i
     return results
 
 
+def _check_train_configs(cnn_steps: Optional[int], vlm_steps: Optional[int]) -> None:
+    """Validate both training configs with the step overrides before anything is recorded.
+
+    Raises:
+        FileNotFoundError: a config file is missing. ValueError: a config is invalid, or a
+            ``--cnn-steps``/``--vlm-steps`` value is not above that config's ``warmup_steps``.
+    """
+    from vla_training.train_cli import load_train_yaml
+    for name, steps, flag in (('train_franka.yaml', cnn_steps, '--cnn-steps'),
+                              ('train_franka_vlm.yaml', vlm_steps, '--vlm-steps')):
+        path = _config_path(name)
+        _, train_cfg, _ = load_train_yaml(path)
+        if steps is not None:
+            try:
+                type(train_cfg)(**dict(vars(train_cfg), steps=steps))
+            except ValueError as exc:
+                raise ValueError(f'{flag} {steps} with {path}: {exc}') from exc
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='demo', description=__doc__.split('\n\n')[0])
+    """``demo`` console script; exit status 0, 1 (one line on stderr) or 2 (usage)."""
+    from robot_drivers import cli
+    p = cli.ArgumentParser(prog='demo', description=__doc__.split('\n\n')[0])
     p.add_argument('--output', default='outputs/demo')
-    p.add_argument('--episodes', type=int, default=400, help='demonstrations to record')
-    p.add_argument('--eval-episodes', type=int, default=50, help='held-out episodes per task')
-    p.add_argument('--cnn-steps', type=int, default=None, help='default: config/train_franka.yaml')
-    p.add_argument('--vlm-steps', type=int, default=None, help='default: config/train_franka_vlm.yaml')
+    p.add_argument('--episodes', type=cli.positive_int, default=400, help='demonstrations to record')
+    p.add_argument('--eval-episodes', type=cli.positive_int, default=50, help='held-out episodes per task')
+    p.add_argument('--cnn-steps', type=cli.positive_int, default=None, help='default: config/train_franka.yaml')
+    p.add_argument('--vlm-steps', type=cli.positive_int, default=None,
+                   help='default: config/train_franka_vlm.yaml')
     p.add_argument('--results', default='benchmarks/results/demo.json')
     p.add_argument('--gif', default='benchmarks/results/demo_rollout.gif')
     p.add_argument('--quick', action='store_true', help='miniature run: 20 demos, 200 steps, 6 eval episodes')
@@ -163,8 +184,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.results == 'benchmarks/results/demo.json':
             a.results = 'outputs/demo_quick.json'
             a.gif = 'outputs/demo_quick.gif'
-    run_demo(a.output, a.episodes, a.eval_episodes, a.cnn_steps, a.vlm_steps, a.results, a.gif)
-    return 0
+
+    def body() -> int:
+        _check_train_configs(a.cnn_steps, a.vlm_steps)
+        run_demo(a.output, a.episodes, a.eval_episodes, a.cnn_steps, a.vlm_steps, a.results, a.gif)
+        return 0
+
+    return cli.run_main(p.prog, body, debug=a.debug)
 
 
 if __name__ == '__main__':

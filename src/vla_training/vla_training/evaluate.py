@@ -6,7 +6,6 @@ prints the success rate per task. ``--policy`` is a checkpoint directory, ``expe
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import multiprocessing as mp
@@ -144,29 +143,53 @@ def save_animation(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -
     return path
 
 
+def _check_policy(policy: str) -> None:
+    """Fail before any simulator starts when ``policy`` is not expert/random nor a complete checkpoint.
+
+    Raises:
+        FileNotFoundError: no such directory, or it lacks a checkpoint file (named).
+    """
+    if policy in ('expert', 'random'):
+        return
+    from vla_policy.checkpoint import CHECKPOINT_FILES
+    if not os.path.isdir(policy):
+        raise FileNotFoundError(f"--policy: checkpoint directory not found: {policy} "
+                                "(expected a checkpoint directory, 'expert' or 'random')")
+    missing = [f for f in CHECKPOINT_FILES if not os.path.isfile(os.path.join(policy, f))]
+    if missing:
+        raise FileNotFoundError(f'--policy: checkpoint {policy} lacks {", ".join(missing)}')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='evaluate', description=__doc__.split('\n\n')[0])
+    """``evaluate`` console script; exit status 0, 1 (one line on stderr, e.g. no such checkpoint) or 2."""
+    from robot_drivers import cli
+    from vla_training.experts import TASK_KINDS
+    p = cli.ArgumentParser(prog='evaluate', description=__doc__.split('\n\n')[0])
     p.add_argument('--policy', required=True, help="checkpoint directory, 'expert' or 'random'")
-    p.add_argument('--episodes', type=int, default=50, help='episodes per task kind')
-    p.add_argument('--tasks', default='reach,pick')
-    p.add_argument('--seed', type=int, default=HELD_OUT_SEED)
-    p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--n-action-steps', type=int, default=None)
+    p.add_argument('--episodes', type=cli.positive_int, default=50, help='episodes per task kind')
+    p.add_argument('--tasks', type=cli.comma_list(TASK_KINDS), default=('reach', 'pick'),
+                   help='comma-separated: ' + ','.join(TASK_KINDS))
+    p.add_argument('--seed', type=cli.non_negative_int, default=HELD_OUT_SEED)
+    p.add_argument('--workers', type=cli.positive_int, default=2)
+    p.add_argument('--n-action-steps', type=cli.positive_int, default=None)
     p.add_argument('--gif', default=None, help='save one rollout as GIF/MP4')
     p.add_argument('--temporal-ensemble', type=float, default=None,
                    help='ACT temporal ensembling with this m (e.g. 0.01): infer every tick')
     p.add_argument('--json', default=None, help='write the results here')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    if a.policy not in ('expert', 'random') and not os.path.isdir(a.policy):
-        p.error(f'--policy: {a.policy!r} is neither expert, random nor a checkpoint directory')
-    res = evaluate(EvalConfig(a.policy, a.episodes, tuple(a.tasks.split(',')), a.seed, a.workers,
-                              a.n_action_steps, gif=a.gif, temporal_ensemble=a.temporal_ensemble))
-    for k, v in res['success'].items():
-        print(f'{k:>6}: {v:.0%} success over {a.episodes} episodes')
-    if a.json:
-        write_json(a.json, res)
-    return 0
+
+    def body() -> int:
+        _check_policy(a.policy)
+        res = evaluate(EvalConfig(a.policy, a.episodes, a.tasks, a.seed, a.workers,
+                                  a.n_action_steps, gif=a.gif, temporal_ensemble=a.temporal_ensemble))
+        for k, v in res['success'].items():
+            print(f'{k:>6}: {v:.0%} success over {a.episodes} episodes')
+        if a.json:
+            write_json(a.json, res)
+        return 0
+
+    return cli.run_main(p.prog, body, debug=a.debug)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,6 @@ final name only once complete (the writer renames a temp directory).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing as mp
 import os
@@ -129,22 +128,30 @@ def record_demos(cfg: RecordConfig, progress: bool = True) -> List[pathlib.Path]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='record', description=__doc__.split('\n\n')[0])
-    p.add_argument('--episodes', type=int, default=200)
+    """``record`` console script; exit status 0, 1 (one line on stderr, e.g. a bag that exists) or 2 (usage)."""
+    from robot_drivers import cli
+    from vla_training.experts import TASK_KINDS
+    p = cli.ArgumentParser(prog='record', description=__doc__.split('\n\n')[0])
+    p.add_argument('--episodes', type=cli.positive_int, default=200)
     p.add_argument('--output', default='demos', help='directory to hold one rosbag2 per episode')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--tasks', default='reach,pick', help='comma-separated: reach,pick')
+    p.add_argument('--seed', type=cli.non_negative_int, default=0)
+    p.add_argument('--tasks', type=cli.comma_list(TASK_KINDS), default=('reach', 'pick'),
+                   help='comma-separated: ' + ','.join(TASK_KINDS))
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
-    p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--image-size', type=int, default=96)
+    p.add_argument('--workers', type=cli.positive_int, default=2)
+    p.add_argument('--image-size', type=cli.positive_int, default=96)
     p.add_argument('--action-noise', type=float, default=0.03,
                    help='DART noise on executed arm targets, rad (the recorded command stays clean)')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    cfg = RecordConfig(a.episodes, a.output, a.seed, tuple(t for t in a.tasks.split(',') if t), a.storage,
-                       a.workers, a.image_size, a.action_noise)
-    record_demos(cfg)
-    return 0
+
+    def body() -> int:
+        cfg = RecordConfig(a.episodes, a.output, a.seed, a.tasks, a.storage, a.workers, a.image_size,
+                           a.action_noise)
+        record_demos(cfg)
+        return 0
+
+    return cli.run_main(p.prog, body, debug=a.debug)
 
 
 if __name__ == '__main__':

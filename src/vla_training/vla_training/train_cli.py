@@ -10,7 +10,6 @@ flags override single fields (``--steps``, ``--backbone``). The checkpoint is wr
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import sys
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ['DataConfig', 'load_train_yaml', 'run', 'main']
+__all__ = ['DataConfig', 'load_train_yaml', 'check_names', 'run', 'main']
 
 log = logging.getLogger('vla_training.train')
 
@@ -31,8 +30,37 @@ class DataConfig:
     topics: Dict[str, str] = field(default_factory=dict)   # BagTopics fields; {} = defaults
     rate_hz: Optional[float] = None     # None = the embodiment's control rate
     max_age_s: Optional[float] = None   # None = two control periods
-    action_from_state: List[str] = field(default_factory=list)  # joints whose action = next measured state
+    action_from_state: List[str] = field(default_factory=list)  # joints whose action = next measured state;
+    # `all`: no command topic recorded, every action is the next measured state
     workers: int = 2                    # processes decoding bags
+    # Robot parameter file (config/<robot>.yaml, relative to this YAML): topics = the deployed ones
+    # (BagTopics.from_robot_config); excludes `topics`, so recording, training and deployment agree.
+    robot_config: Optional[str] = None
+
+
+def _with_robot_topics(data: DataConfig, yaml_path: Optional[str]) -> DataConfig:
+    """``data`` with ``topics`` read from ``data.robot_config`` (resolved relative to ``yaml_path``), and
+    ``action_from_state: all`` (no command recorded: every action is the next measured state) turned
+    into ``topics.command = None``.
+
+    Raises:
+        ValueError: both ``topics`` and ``robot_config`` given, or a bad robot config.
+        FileNotFoundError: the robot config does not exist.
+    """
+    if data.robot_config:
+        if data.topics:
+            raise ValueError(f'data: give either topics or robot_config ({data.robot_config}), not both: '
+                             f'the robot config names the deployed topics')
+        from vla_training.bag_reader import BagTopics
+        rc = Path(data.robot_config)
+        if not rc.is_absolute() and yaml_path:
+            rc = Path(yaml_path).resolve().parent / rc
+        data.robot_config = str(rc)
+        data.topics = dict(BagTopics.from_robot_config(rc).as_dict())
+    if data.action_from_state in ('all', ['all']):
+        data.topics = dict(data.topics, command=None)
+        data.action_from_state = []
+    return data
 
 
 def _strict(cls, d: Optional[Dict[str, Any]], where: str):
@@ -66,10 +94,31 @@ def load_train_yaml(path: Optional[str]):
     try:
         model = VLAConfig.from_dict(raw.get('model') or {})
         train = _strict(TrainConfig, raw.get('train'), 'train')
-        data = _strict(DataConfig, raw.get('data'), 'data')
-    except (TypeError, ValueError) as exc:
+        data = _with_robot_topics(_strict(DataConfig, raw.get('data'), 'data'), path)
+    except (TypeError, ValueError, FileNotFoundError) as exc:
         raise ValueError(f'{path}: {exc}') from exc
+    check_names(model, path or 'default config')
     return model, train, data
+
+
+def check_names(model_cfg, where: str) -> None:
+    """Fail before any bag is read when ``model_cfg`` names an unregistered backbone, head or embodiment.
+
+    Raises:
+        ValueError: ``<where>: model.backbone.name: unknown backbone 'x'; available: [...]`` (likewise
+            ``model.head.name``, ``model.embodiment``).
+    """
+    from robot_drivers.embodiment import get_embodiment
+    from vla_policy.models import available_backbones, available_heads
+    for field_name, name, known in (('model.backbone.name', model_cfg.backbone.name, available_backbones()),
+                                    ('model.head.name', model_cfg.head.name, available_heads())):
+        if name not in known:
+            raise ValueError(f'{where}: {field_name}: unknown {field_name.split(".")[1]} {name!r}; '
+                             f'available: {known}')
+    try:
+        get_embodiment(model_cfg.embodiment)
+    except KeyError as exc:
+        raise ValueError(f'{where}: model.embodiment: {exc.args[0]}') from None
 
 
 def _read_one(args):
@@ -103,6 +152,7 @@ def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str]
     if overrides.get('backbone'):
         model_cfg.backbone.name = overrides.pop('backbone')
         model_cfg = type(model_cfg).from_dict(model_cfg.to_dict())   # re-run the cross-field checks
+        check_names(model_cfg, '--backbone')
     for k, v in overrides.items():
         if v is not None:
             setattr(train_cfg, k, v)
@@ -110,7 +160,11 @@ def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str]
         train_cfg.output_dir = output
     if data_workers is not None:
         data_cfg.workers = data_workers
-    train_cfg = type(train_cfg)(**vars(train_cfg))
+    try:   # re-run TrainConfig's checks with the overrides (e.g. steps below warmup_steps)
+        train_cfg = type(train_cfg)(**vars(train_cfg))
+    except ValueError as exc:
+        given = ', '.join(f'{k}={v}' for k, v in overrides.items() if v is not None)
+        raise ValueError(f'{config or "default config"}{f" with {given}" if given else ""}: train: {exc}') from exc
     t0 = time.time()
     episodes = read_bags(bags, model_cfg, data_cfg)
     n = sum(len(e) for e in episodes)
@@ -123,22 +177,31 @@ def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='train', description=__doc__.split('\n\n')[0])
+    """``train`` console script; exit status 0, 1 (bad bag/config, one line on stderr) or 2 (usage).
+
+    Errors are reported by :func:`robot_drivers.cli.run_main`: one line, the traceback with ``--debug``.
+    """
+    from robot_drivers import cli
+    p = cli.ArgumentParser(prog='train', description=__doc__.split('\n\n')[0])
     p.add_argument('--bags', nargs='+', required=True, help='rosbag2 directories, or directories holding them')
     p.add_argument('--config', default=None, help='YAML with model/train/data sections (config/train_franka.yaml)')
     p.add_argument('--output', default=None, help='run directory (default: train.output_dir of the config)')
-    p.add_argument('--steps', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
+    p.add_argument('--steps', type=cli.positive_int, default=None)
+    p.add_argument('--batch-size', type=cli.positive_int, default=None)
     p.add_argument('--backbone', default=None, help='backbone registry name, e.g. film_cnn or hf_vlm')
     p.add_argument('--device', default=None)
     p.add_argument('--no-progress', action='store_true')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    res = run(a.bags, a.config, a.output,
-              {'steps': a.steps, 'batch_size': a.batch_size, 'backbone': a.backbone, 'device': a.device},
-              progress=not a.no_progress)
-    print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
-    return 0
+
+    def body() -> int:
+        res = run(a.bags, a.config, a.output,
+                  {'steps': a.steps, 'batch_size': a.batch_size, 'backbone': a.backbone, 'device': a.device},
+                  progress=not a.no_progress)
+        print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
+        return 0
+
+    return cli.run_main(p.prog, body, debug=a.debug)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,134 @@
+"""The topics of one robot, read from its ROS 2 parameter file (ROS-free).
+
+``config/<robot>.yaml`` is the parameter file ``ros2 launch`` hands to the deployed nodes, so its
+topic parameters are what runs on the robot. Recording (``record_robot``) and training (``train``
+with ``data.robot_config``) read the same file through :meth:`RobotTopics.from_params_file`, so the
+topics a dataset is recorded on, the topics training reads and the topics the policy subscribes to
+cannot disagree.
+
+Which parameter gives which topic:
+
+========================  ===============================================================
+``image``                 ``policy_node.image_topic``
+``joint_states``          ``policy_node.joint_states_topic`` (= ``arm_driver_node.state_topic``)
+``instruction``           ``policy_node.instruction_topic``
+``policy_command``        ``policy_node.command_topic`` (= ``arm_driver_node.input_topic``)
+``controller_command``    ``arm_driver_node.output_topic``: the controller's topic, what the arm
+                          executed after the safety filter
+========================  ===============================================================
+
+A ``sim_node`` section, when present, must publish and subscribe on the same topics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+__all__ = ['RobotTopics', 'load_params', 'node_params']
+
+PathLike = Union[str, Path]
+
+# (field, node, parameter) in the order of the table above
+_SOURCES: Tuple[Tuple[str, str, str], ...] = (
+    ('image', 'policy_node', 'image_topic'),
+    ('joint_states', 'policy_node', 'joint_states_topic'),
+    ('instruction', 'policy_node', 'instruction_topic'),
+    ('policy_command', 'policy_node', 'command_topic'),
+    ('controller_command', 'arm_driver_node', 'output_topic'),
+)
+# other (node, parameter) pairs that must name the same topic as a field
+_MUST_AGREE: Tuple[Tuple[str, str, str], ...] = (
+    ('joint_states', 'arm_driver_node', 'state_topic'),
+    ('policy_command', 'arm_driver_node', 'input_topic'),
+    ('image', 'sim_node', 'image_topic'),
+    ('joint_states', 'sim_node', 'joint_states_topic'),
+    ('instruction', 'sim_node', 'instruction_topic'),
+    ('controller_command', 'sim_node', 'command_topic'),
+)
+
+
+def load_params(path: PathLike) -> Dict[str, Any]:
+    """The YAML mapping of a ROS 2 parameter file.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a mapping of node sections.
+    """
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'robot config {path}: no such file')
+    with open(path, encoding='utf-8') as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, dict):
+        raise ValueError(f'robot config {path}: expected a mapping of node sections '
+                         f'(node_name: {{ros__parameters: ...}})')
+    return raw
+
+
+def node_params(raw: Dict[str, Any], node: str, path: PathLike, required: bool = True) -> Dict[str, Any]:
+    """``raw[node]['ros__parameters']`` (``{}`` for an absent optional section).
+
+    Raises:
+        ValueError: a required section is absent, or a section without ``ros__parameters``.
+    """
+    if node not in raw:
+        if required:
+            raise ValueError(f'robot config {path}: no {node!r} section; it has {sorted(raw)}')
+        return {}
+    sec = raw[node]
+    if not isinstance(sec, dict) or not isinstance(sec.get('ros__parameters'), dict):
+        raise ValueError(f'robot config {path}: section {node!r} needs a ros__parameters mapping')
+    return dict(sec['ros__parameters'])
+
+
+@dataclass(frozen=True)
+class RobotTopics:
+    """The topics of one robot (absolute names). See the module docstring for their sources."""
+
+    image: str
+    joint_states: str
+    instruction: str
+    policy_command: str
+    controller_command: str
+
+    @classmethod
+    def from_params_file(cls, path: PathLike) -> 'RobotTopics':
+        """Read and cross-check the topic parameters of ``path`` (e.g. ``config/franka.yaml``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: a missing section or parameter, a topic that is not an absolute name, or two
+                nodes naming different topics for the same stream (the text names both parameters).
+        """
+        raw = load_params(path)
+        values: Dict[str, str] = {}
+        origin: Dict[str, str] = {}
+        for fld, node, param in _SOURCES:
+            params = node_params(raw, node, path)
+            if param not in params:
+                raise ValueError(f'robot config {path}: {node}.{param} is missing')
+            values[fld] = _topic(params[param], f'{node}.{param}', path)
+            origin[fld] = f'{node}.{param}'
+        problems: List[str] = []
+        for fld, node, param in _MUST_AGREE:
+            params = node_params(raw, node, path, required=node != 'sim_node')
+            if param not in params:
+                if node == 'sim_node' and not params:
+                    continue
+                raise ValueError(f'robot config {path}: {node}.{param} is missing')
+            got = _topic(params[param], f'{node}.{param}', path)
+            if got != values[fld]:
+                problems.append(f'{node}.{param} is {got} but {origin[fld]} is {values[fld]}')
+        if problems:
+            raise ValueError(f'robot config {path}: nodes disagree on topics: ' + '; '.join(problems))
+        return cls(**values)
+
+    def as_dict(self) -> Dict[str, str]:
+        return {f: getattr(self, f) for f, _, _ in _SOURCES}
+
+
+def _topic(value: Any, where: str, path: PathLike) -> str:
+    if not isinstance(value, str) or not value.startswith('/'):
+        raise ValueError(f'robot config {path}: {where} must be an absolute topic name like "/x", got {value!r}')
+    return value

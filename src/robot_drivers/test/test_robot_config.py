@@ -1,0 +1,65 @@
+"""robot_drivers.robot_config: the topics of a robot from its ROS 2 parameter file, cross-checked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robot_drivers.robot_config import RobotTopics
+
+FRANKA = Path(__file__).resolve().parents[3] / 'config' / 'franka.yaml'
+
+
+def test_franka_topics():
+    t = RobotTopics.from_params_file(FRANKA)
+    raw = yaml.safe_load(FRANKA.read_text())
+    policy, driver = raw['policy_node']['ros__parameters'], raw['arm_driver_node']['ros__parameters']
+    assert t.as_dict() == {'image': policy['image_topic'], 'joint_states': policy['joint_states_topic'],
+                           'instruction': policy['instruction_topic'], 'policy_command': policy['command_topic'],
+                           'controller_command': driver['output_topic']}
+    assert t.controller_command == '/arm_controller/joint_trajectory' and t.policy_command == '/vla/joint_trajectory'
+
+
+def test_without_a_sim_section(tmp_path):
+    raw = yaml.safe_load(FRANKA.read_text())
+    del raw['sim_node']
+    f = tmp_path / 'robot.yaml'
+    f.write_text(yaml.safe_dump(raw))
+    assert RobotTopics.from_params_file(f) == RobotTopics.from_params_file(FRANKA)
+
+
+def test_disagreeing_nodes_are_named(tmp_path):
+    raw = yaml.safe_load(FRANKA.read_text())
+    raw['arm_driver_node']['ros__parameters']['input_topic'] = '/teleop/joint_trajectory'
+    raw['sim_node']['ros__parameters']['image_topic'] = '/camera/color/image_raw'
+    bad = tmp_path / 'robot.yaml'
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError) as ei:
+        RobotTopics.from_params_file(bad)
+    msg = str(ei.value)
+    assert str(bad) in msg
+    assert 'arm_driver_node.input_topic is /teleop/joint_trajectory but policy_node.command_topic is ' \
+           '/vla/joint_trajectory' in msg
+    assert 'sim_node.image_topic is /camera/color/image_raw but policy_node.image_topic is /camera/image_raw' in msg
+    del raw['policy_node']['ros__parameters']['image_topic']
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r'policy_node\.image_topic is missing'):
+        RobotTopics.from_params_file(bad)
+    with pytest.raises(FileNotFoundError, match='nope.yaml'):
+        RobotTopics.from_params_file(tmp_path / 'nope.yaml')
+
+
+def test_not_a_parameter_file(tmp_path):
+    f = tmp_path / 'robot.yaml'
+    f.write_text('- a\n- b\n')
+    with pytest.raises(ValueError, match='mapping of node sections'):
+        RobotTopics.from_params_file(f)
+    f.write_text('policy_node: {image_topic: /x}\n')
+    with pytest.raises(ValueError, match="section 'policy_node' needs a ros__parameters mapping"):
+        RobotTopics.from_params_file(f)
+    raw = yaml.safe_load(FRANKA.read_text())
+    raw['policy_node']['ros__parameters']['image_topic'] = 'camera'
+    f.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r'policy_node\.image_topic must be an absolute topic name'):
+        RobotTopics.from_params_file(f)
