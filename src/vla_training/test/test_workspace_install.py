@@ -110,6 +110,17 @@ def _deps(pkg: str, *tags: str) -> set:
 
 
 @pytest.mark.parametrize('pkg', PACKAGES)
+def test_package_xml_is_a_valid_ros_manifest(pkg):
+    # colcon identifies a package as ament_python through catkin_pkg (colcon-ros); a manifest it
+    # rejects (e.g. '--' inside an XML comment) silently makes colcon treat the package as plain
+    # Python: its package.xml dependencies vanish, and `ros2 run` / `colcon test` cannot find them.
+    catkin_pkg = pytest.importorskip('catkin_pkg.package', reason='catkin_pkg comes with colcon-ros')
+    manifest = catkin_pkg.parse_package(str(WS / 'src' / pkg / 'package.xml'))
+    assert manifest.name == pkg
+    assert manifest.get_build_type() == 'ament_python'
+
+
+@pytest.mark.parametrize('pkg', PACKAGES)
 def test_pip_keys_are_known_rosdep_keys_installed_by_requirements(pkg):
     pip_keys = {k for k in _deps(pkg, 'depend', 'exec_depend', 'test_depend') if k.endswith('-pip')}
     for key in pip_keys:
