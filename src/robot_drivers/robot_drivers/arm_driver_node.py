@@ -128,8 +128,6 @@ class ArmDriverNode(Node):
 
         self.embodiment = get_embodiment(emb_name)
         self._types = conv.rclpy_types()
-        logger = self.get_logger()
-        self._log_at = {'error': logger.error, 'warning': logger.warning, 'info': logger.info}
 
         cmd_pub = self.create_publisher(JointTrajectory, self._output_topic, qos_profile(COMMANDS))
         self._events_pub = self.create_publisher(String, '~/events', qos_profile(COMMANDS))
@@ -157,7 +155,15 @@ class ArmDriverNode(Node):
         """Every edge the core records: one message on ``~/events`` and one rosout line."""
         text = str(ev)
         self._events_pub.publish(conv.string_msg(text, self._types))
-        self._log_at[ev.severity](text)
+        # One call site per severity: rclpy keys a logger call on its source line and raises
+        # 'Logger severity cannot be changed between calls' when one line logs at two severities.
+        logger = self.get_logger()
+        if ev.severity == 'error':
+            logger.error(text)
+        elif ev.severity == 'warning':
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:

@@ -291,7 +291,8 @@ class ArmDriverCore:
         except CommandRejected as exc:
             self._record(tracker.set(REJECTED, None, True, str(exc), tag=exc.reason))
             raise
-        start = self._last_setpoint if self._last_setpoint is not None else self.measured()
+        start = (self._last_setpoint if self._last_setpoint is not None
+                 else self._hold_setpoint(self.measured()))
         self._traj = _Trajectory(
             knot_t=np.concatenate([[float(now)], float(now) + tfs]),      # (P + 1,)
             knot_q=np.concatenate([start[None], pos], axis=0),            # (P + 1, J)
@@ -330,6 +331,14 @@ class ArmDriverCore:
         return self._record(events)
 
     # ------------------------------------------------------------------ control loop
+    def _hold_setpoint(self, measured: np.ndarray) -> np.ndarray:
+        """The position to hold: the measured one ``(J,)``, clipped into the position limits
+        (less the margin). A joint resting a hair past its limit (a simulated or real gripper pushed
+        against its stop measures 1e-9..2e-4 m beyond 0.04 m) would otherwise be clamped on every
+        hold tick and clear when the measurement wobbles back, a stream of clamp edges for a joint
+        that is not being commanded anywhere."""
+        return np.clip(measured, self.filter.lower, self.filter.upper)
+
     def tick(self, now: float) -> Tuple[np.ndarray, List[SafetyEvent]]:
         """One control period: interpolate, watchdog, safety filter, write to hardware.
 
@@ -361,7 +370,7 @@ class ArmDriverCore:
         if (self._traj is not None and self._last_receive is not None
                 and now - self._last_receive > self.config.watchdog_timeout_s and now >= self._traj.end_time):
             self._traj = None
-            self._hold = measured.copy()
+            self._hold = self._hold_setpoint(measured)
             events += tracker.set(WATCHDOG_HOLD, None, True,
                                   f'no trajectory for {now - self._last_receive:.3f} s '
                                   f'(timeout {self.config.watchdog_timeout_s:.3f} s): holding measured position')
@@ -370,7 +379,7 @@ class ArmDriverCore:
             target = self._traj.sample(now)                          # (J,)
         else:
             if self._hold is None:
-                self._hold = measured.copy()
+                self._hold = self._hold_setpoint(measured)
             target = self._hold
 
         if (self.config.rate_limit_reference == 'measured' or self._last_setpoint is None

@@ -546,7 +546,7 @@ class SafetyFilter:
             ``(safe (J,) float64 in embodiment order, events)``. ``safe`` is within
             ``[lower + margin, upper - margin]``; when ``measured`` is within those limits,
             ``|safe - measured| <= max_velocity * velocity_scale * dt`` (and ``<= max_step``).
-            While e-stopped, ``safe`` is ``measured``. ``events`` are the edges of the per-joint
+            While e-stopped, ``safe`` is ``measured`` clipped into the limits. ``events`` are the edges of the per-joint
             limit conditions since the previous call: a start for each condition that holds now
             and did not before, an end for each that held and no longer does (all end while the
             e-stop holds, since no limit is applied then). A condition that keeps holding gives
@@ -560,7 +560,9 @@ class SafetyFilter:
         """
         target, m, dt = self._checked(names, positions, measured, dt, source)
         if self._estopped:   # no limit is applied while holding: they end at once
-            return m.copy(), self.tracker.update(
+            # the measured position, clipped into the limits: a joint resting a hair past its
+            # limit (a gripper against its stop) is not commanded beyond it
+            return np.clip(m, self.lower, self.upper), self.tracker.update(
                 LIMIT_KINDS, {}, lambda key, n: f'not applied while the emergency stop holds (held {n} ticks)')
         safe, cond = self._limit(target, m, dt)
         jn, unit, lo, hi = self.embodiment.joint_names, self._units, self.lower, self.upper

@@ -12,9 +12,12 @@ Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import signal
 import sys
+import threading
 from typing import Callable, Optional, Sequence, Tuple, Type
 
 import rclpy
@@ -47,6 +50,26 @@ def _node_name(factory: Callable, argv: Sequence[str]) -> str:
     return os.path.basename(argv[0]) if argv and argv[0] else 'node'
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while the node is destroyed, then restore the previous handler.
+
+    Ctrl-C in the terminal of ``ros2 launch`` reaches each node twice: the terminal sends SIGINT to
+    the whole foreground process group, and launch sends its own SIGINT to every process. The first
+    ends the spin; the second would otherwise interrupt the clean-up (e.g. freeing the MuJoCo
+    renderer) with a ``KeyboardInterrupt`` traceback and a "process has died" exit status.
+    Signal handlers can only be changed from the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def run_node(factory: Callable[[], 'rclpy.node.Node'], args: Optional[list] = None) -> None:
     """Create the node with ``factory()`` and spin it until Ctrl-C or shutdown.
 
@@ -74,9 +97,10 @@ def run_node(factory: Callable[[], 'rclpy.node.Node'], args: Optional[list] = No
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        with _sigint_ignored():
+            if node is not None:
+                node.destroy_node()
+            if rclpy.ok():
+                rclpy.shutdown()
     if status != cli.EXIT_OK:
         sys.exit(status)

@@ -266,6 +266,41 @@ def test_fingers_resting_at_their_limit_give_no_event():
     assert events == [] and list(driver.events) == []
 
 
+class WobblyFingerArm(LagArm):
+    """A gripper pushed against its stop: the finger measures a hair past the 0.04 m limit, by an
+    amount that changes every tick (as MuJoCo's contact solver leaves it: 1e-9..2e-4 m)."""
+
+    def __init__(self, q0, seed=0):
+        super().__init__(q0)
+        self._rng = np.random.default_rng(seed)
+
+    def step(self, dt):
+        super().step(dt)
+        self.q[0] = EMB.upper[7] + self._rng.uniform(0.0, 2e-4)   # hardware order: finger first
+
+
+@pytest.mark.parametrize('hold', ['estop', 'watchdog', 'start'])
+def test_holding_a_finger_measured_past_its_limit_gives_no_clamp_edges(hold):
+    """Seen on the sim graph: while held (e-stop, watchdog, or before any command) the driver held
+    the raw measurement, 0.04 m + wobble, and the finger clamp started and ended over and over."""
+    q0 = READY.copy()
+    q0[7] = EMB.upper[7]
+    arm = WobblyFingerArm(q0)
+    driver = ArmDriverCore(EMB, arm, SafetyConfig(watchdog_timeout_s=0.5))
+    arm.step(DT)
+    if hold == 'estop':
+        driver.estop()
+    elif hold == 'watchdog':
+        driver.on_trajectory(NAMES, q0[None, :], np.array([0.1]), 0.0, 0.0)
+    # the first tick may report the measurement outside the limits once (start, then end within
+    # condition_clear_s): it is; what must not follow is a stream of edges while holding
+    run(driver, arm, 0.0, 0.2)
+    _, sps, evs = run(driver, arm, 0.2, 4.0)
+    assert not [e for e in evs if e.kind == POSITION_CLAMP]
+    assert np.all(sps[:, 7] <= EMB.upper[7])       # the hold itself is within the limit
+    assert [(e.kind, e.edge) for e in evs] == ([(WATCHDOG_HOLD, 'start')] if hold == 'watchdog' else [])
+
+
 @pytest.mark.parametrize('reference', ['command', 'measured'])
 def test_velocity_limit_relative_to_the_configured_reference(reference):
     driver, arm = make(cfg=SafetyConfig(velocity_scale=0.25, watchdog_timeout_s=30.0,

@@ -13,6 +13,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed; node tests run on a ROS 2 machine')
 
+from rcl_interfaces.msg import Log  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -94,6 +95,10 @@ def _instruction_events(node):
 def test_plain_volatile_publisher_changes_the_instruction(graph):
     ex, probe, make, topic = graph
     node = make()
+    rosout = []
+    probe.create_subscription(
+        Log, '/rosout', lambda m: rosout.append(m.msg) if m.name.endswith(node.get_name()) else None,
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
     pub = probe.create_publisher(String, topic, PLAIN)
     assert _spin_until(ex, lambda: pub.get_subscription_count() >= 1), 'the node never matched a volatile publisher'
     pub.publish(String(data='reach the green cube'))
@@ -101,6 +106,11 @@ def test_plain_volatile_publisher_changes_the_instruction(graph):
     # the parameter follows the topic, so `ros2 param get` shows the instruction in use
     assert node.get_parameter('instruction').value == 'reach the green cube'
     assert _instruction_events(node) == ['reach the green cube']
+    # The transient-local subscription's rejection of this publisher is by design, not a warning
+    # (rclpy's default: "offering incompatible QoS. No messages will be received from it"). Matching
+    # precedes delivery, so a warning would be on /rosout before the instruction's own line.
+    assert _spin_until(ex, lambda: any('instruction from topic' in m for m in rosout)), rosout
+    assert not [m for m in rosout if 'incompatible QoS' in m], rosout
 
 
 def test_latched_value_published_before_the_node_started(graph):

@@ -36,6 +36,11 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+try:  # Jazzy
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 from robot_drivers import conversions as conv
 from robot_drivers.arm_driver_node import qos_profile
 from robot_drivers.embodiment import get_embodiment
@@ -121,9 +126,12 @@ class PolicyNode(Node):
         self.create_subscription(JointState, self._js_topic, self._on_joints, qos_profile(SENSOR_DATA))
         # Two subscriptions on one topic: transient local gets a latched value published before
         # this node started; volatile accepts plain publishers (`ros2 topic pub`), which a
-        # transient-local subscription rejects as incompatible QoS.
+        # transient-local subscription rejects as incompatible QoS. That rejection is expected (the
+        # volatile subscription receives those messages), so it is not logged: rclpy's default
+        # callback would warn 'offering incompatible QoS. No messages will be received from it'.
         self.create_subscription(String, instr_topic, lambda m: self._offer(m.data, LATCHED_TOPIC),
-                                 qos_profile(LATCHED))
+                                 qos_profile(LATCHED),
+                                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda _event: None))
         self.create_subscription(String, instr_topic, lambda m: self._offer(m.data, VOLATILE_TOPIC),
                                  qos_profile(INSTRUCTION_VOLATILE))
         if instruction != '':
