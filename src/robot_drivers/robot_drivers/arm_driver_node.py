@@ -31,6 +31,8 @@ one when they clear. The node's own checks (``joint_state_missing``, ``joint_sta
 """
 from __future__ import annotations
 
+import robot_drivers.quiet_start  # noqa: F401,I001  (first: Ctrl-C during start-up exits quietly)
+
 from typing import Any, Optional
 
 import numpy as np

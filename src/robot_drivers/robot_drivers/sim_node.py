@@ -19,6 +19,8 @@ Parameters: ``seed`` (cube placement), ``image_size`` (px), ``rate_hz`` (50.0), 
 """
 from __future__ import annotations
 
+import robot_drivers.quiet_start  # noqa: F401,I001  (first: Ctrl-C during start-up exits quietly)
+
 import os
 from typing import Any, Optional
 

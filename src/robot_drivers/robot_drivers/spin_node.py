@@ -80,13 +80,22 @@ def run_node(factory: Callable[[], 'rclpy.node.Node'], args: Optional[list] = No
             module docstring); any other exception propagates after rclpy is shut down.
     """
     argv = list(sys.argv if args is None else args)
-    rclpy.init(args=args)
+    # Python's Ctrl-C behaviour again (robot_drivers.quiet_start exited quietly during the imports);
+    # rclpy.init chains its own handler to it.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     node = None
     status = cli.EXIT_OK
     try:
+        rclpy.init(args=args)
         try:
             node = factory()
         except Exception as exc:  # noqa: BLE001 - classified by report_error; others re-raised
+            if not rclpy.ok():
+                # Ctrl-C (or a launch shutting down) while the node was being constructed: rclpy's
+                # signal handler shut the context down under the constructor, which then fails with
+                # "the given context is not valid". That is a stop, not an error of the node.
+                return
             debug = cli.ros_args_request_debug(argv) or cli.debug_from_env()
             code = cli.report_error(_node_name(factory, argv), exc, debug, extra=ROS_USER_ERRORS)
             if code is None:

@@ -183,3 +183,43 @@ def test_run_node_bug_keeps_traceback():
     assert r.returncode == 1
     assert 'Traceback (most recent call last):' in r.stderr and 'RuntimeError: a bug' in r.stderr
     assert 'error: a bug' not in r.stderr
+
+
+SHUTDOWN_DURING_START = textwrap.dedent('''
+    import sys
+    import rclpy
+    from rclpy.node import Node
+    from robot_drivers.spin_node import run_node
+
+    class Slow(Node):
+        def __init__(self, node_name='slow_node'):
+            # what Ctrl-C (or a launch shutting down) does while a node is still being built: the
+            # context is shut down under the constructor, whose next rcl call then fails
+            rclpy.shutdown()
+            super().__init__(node_name)
+
+    run_node(Slow, sys.argv)
+''')
+
+
+def test_run_node_stopped_during_construction_exits_quietly():
+    pytest.importorskip('rclpy', reason='rclpy (ROS 2) is not installed; node tests run on a ROS 2 machine')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, '-c', SHUTDOWN_DURING_START], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert (r.returncode, r.stderr) == (0, '')
+
+
+def test_ctrl_c_while_a_node_module_is_importing_exits_quietly():
+    # a launch shutting down at start-up interrupts siblings still importing numpy/rclpy/torch
+    code = ('import robot_drivers.quiet_start, os, signal, time\n'
+            'os.kill(os.getpid(), signal.SIGINT)\n'
+            'time.sleep(30)\n'
+            'raise SystemExit(3)  # not reached\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=60)
+    assert (r.returncode, r.stderr) == (0, '')
+    # without it: Python's KeyboardInterrupt traceback
+    r = subprocess.run([sys.executable, '-c', code.replace('robot_drivers.quiet_start, ', '')],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and 'KeyboardInterrupt' in r.stderr

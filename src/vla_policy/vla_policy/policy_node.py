@@ -26,6 +26,8 @@ what ``make demo`` trains), ``embodiment``, ``device``, ``image_topic``, ``joint
 """
 from __future__ import annotations
 
+import robot_drivers.quiet_start  # noqa: F401,I001  (first: Ctrl-C during start-up exits quietly)
+
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
