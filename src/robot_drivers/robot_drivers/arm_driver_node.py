@@ -43,10 +43,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
+from robot_drivers import cli
 from robot_drivers import conversions as conv
 from robot_drivers.embodiment import Embodiment, get_embodiment
 from robot_drivers.hardware import ArmDriverCore, JointSample
-from robot_drivers.spin_node import run_node
+from robot_drivers.spin_node import log_edge, run_node
 from robot_drivers.qos import COMMANDS, LATCHED, SENSOR_DATA, QosSpec
 from robot_drivers.safety import (JOINT_STATE_INVALID, JOINT_STATE_MISSING, JOINT_STATE_STALE, REJECTED,
                                   TICK_FAILED, CommandRejected, SafetyConfig, SafetyEvent)
@@ -155,25 +156,15 @@ class ArmDriverNode(Node):
 
     def _on_event(self, ev: SafetyEvent) -> None:
         """Every edge the core records: one message on ``~/events`` and one rosout line."""
-        text = str(ev)
-        self._events_pub.publish(conv.string_msg(text, self._types))
-        # One call site per severity: rclpy keys a logger call on its source line and raises
-        # 'Logger severity cannot be changed between calls' when one line logs at two severities.
-        logger = self.get_logger()
-        if ev.severity == 'error':
-            logger.error(text)
-        elif ev.severity == 'warning':
-            logger.warning(text)
-        else:
-            logger.info(text)
+        self._events_pub.publish(conv.string_msg(str(ev), self._types))
+        log_edge(self.get_logger(), ev)
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             self.hardware.on_joint_state(msg, self._now())
         except (KeyError, ValueError) as exc:
-            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            self.core.set_condition(JOINT_STATE_INVALID, True, f'ignoring joint states: {text}',
+            self.core.set_condition(JOINT_STATE_INVALID, True, f'ignoring joint states: {cli.error_message(exc)}',
                                     tag=type(exc).__name__)
             return
         self.core.set_condition(JOINT_STATE_INVALID, False, f'valid joint state on {self._state_topic} again')
@@ -187,8 +178,7 @@ class ArmDriverNode(Node):
         except CommandRejected:                 # the core has recorded the edge (if any): see _on_event
             pass
         except (KeyError, ValueError) as exc:   # a message the conversion cannot read: same condition
-            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            self.core.set_condition(REJECTED, True, text, tag='malformed')
+            self.core.set_condition(REJECTED, True, cli.error_message(exc), tag='malformed')
 
     def _on_estop(self, msg: Bool) -> None:
         if bool(msg.data):

@@ -18,7 +18,9 @@ Exit status (the same for every console script and node):
             (:data:`USER_ERRORS`: bag, config file, checkpoint, parameter value; torch missing)
 ``2``       :data:`EXIT_USAGE`: the command line itself is malformed (argparse: unknown option, a
             value of the wrong type or out of range), the convention of argparse and POSIX utilities
-``130``     :data:`EXIT_INTERRUPTED`: Ctrl-C (128 + SIGINT, the shell's convention), no traceback
+``130``     :data:`EXIT_INTERRUPTED`: Ctrl-C (128 + SIGINT, the shell's convention), no traceback;
+            a *node* stopped by Ctrl-C or a launch shutdown exits ``0`` instead (that is how
+            ``ros2 launch`` tells a clean stop from a crash: "process has finished cleanly")
 ==========  ================================================================================
 """
 from __future__ import annotations

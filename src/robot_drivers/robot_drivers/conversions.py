@@ -343,7 +343,7 @@ def image_msg_to_rgb(msg: Any, *, source: str = 'image', bridge: Any = None) -> 
     except Exception as exc:  # CvBridgeError, cv2.error, TypeError on malformed buffers
         raise ValueError(f'{source}: cv_bridge cannot convert {what} to rgb8: {exc}') from exc
     img = np.asarray(img)
-    if img is None or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f'{source}: cv_bridge returned {getattr(img, "dtype", None)} '
                          f'{getattr(img, "shape", None)} for {what}, expected uint8 (H, W, 3)')
     return np.ascontiguousarray(img)

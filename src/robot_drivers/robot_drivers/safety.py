@@ -193,9 +193,6 @@ class EdgeTracker:
         """The conditions holding now: ``{(kind, joint): start detail}`` in the order they started."""
         return {k: a.detail for k, a in self._active.items()}
 
-    def is_active(self, kind: str, joint: Optional[str] = None) -> bool:
-        return (kind, joint) in self._active
-
     def count(self, kind: str, joint: Optional[str] = None) -> int:
         """Observations of an active condition since it started; 0 when it is not active."""
         a = self._active.get((kind, joint))

@@ -30,13 +30,14 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from robot_drivers import cli
 from robot_drivers import conversions as conv
 from robot_drivers.arm_driver_node import qos_profile
 from robot_drivers.embodiment import FRANKA_PANDA
 from robot_drivers.hardware import ArmDriverCore
-from robot_drivers.spin_node import run_node
+from robot_drivers.spin_node import log_edge, run_node
 from robot_drivers.qos import COMMANDS, LATCHED, SENSOR_DATA
-from robot_drivers.safety import CommandRejected
+from robot_drivers.safety import REJECTED, CommandRejected
 
 __all__ = ['SimNode', 'main']
 
@@ -63,7 +64,7 @@ class SimNode(Node):
         self.sim = FrankaCubeSim(SimConfig(image_size=size))
         self.cubes = self.sim.reset(seed)
         # safety edges (start/end of a condition) as one /rosout line each, as arm_driver_node does
-        self.core = ArmDriverCore(FRANKA_PANDA, self.sim, on_event=self._log_event)
+        self.core = ArmDriverCore(FRANKA_PANDA, self.sim, on_event=lambda ev: log_edge(self.get_logger(), ev))
         self._types = conv.rclpy_types()
         self._period = 1.0 / rate
         self._camera_every = max(1, int(round(rate / cam_rate)))
@@ -83,27 +84,16 @@ class SimNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _log_event(self, ev) -> None:
-        """One /rosout line per safety edge. One call site per severity: rclpy keys a logger call on
-        its source line and raises 'Logger severity cannot be changed between calls' otherwise."""
-        logger = self.get_logger()
-        if ev.severity == 'error':
-            logger.error(str(ev))
-        elif ev.severity == 'warning':
-            logger.warning(str(ev))
-        elif ev.severity == 'info':
-            logger.info(str(ev))
-        else:
-            logger.debug(str(ev))
-
     def _on_command(self, msg: JointTrajectory) -> None:
         now = self._now()
         try:
             names, pos, tfs = conv.trajectory_to_arrays(msg, source=self._cmd_topic)
             self.core.on_trajectory(names, pos, tfs, conv.stamp_to_sec(msg.header.stamp), now,
                                     source=self._cmd_topic)
-        except (CommandRejected, ValueError) as exc:
-            self.get_logger().error(f'rejected trajectory on {self._cmd_topic}: {exc}')
+        except CommandRejected:                 # the core logged the edge (if any): see log_edge
+            pass
+        except (KeyError, ValueError) as exc:   # a message the conversion cannot read: same condition
+            self.core.set_condition(REJECTED, True, cli.error_message(exc), tag='malformed')
 
     def _on_timer(self) -> None:
         now = self._now()

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
     class ExternalShutdownException(Exception):  # type: ignore[no-redef]
         pass
 
-__all__ = ['run_node', 'ROS_USER_ERRORS']
+__all__ = ['run_node', 'log_edge', 'ROS_USER_ERRORS']
 
 #: rclpy's errors for a bad ``-p name:=value`` or an invalid topic/node name (Humble and Jazzy).
 ROS_USER_ERRORS: Tuple[Type[BaseException], ...] = tuple(
@@ -48,6 +48,22 @@ def _node_name(factory: Callable, argv: Sequence[str]) -> str:
     except (TypeError, ValueError):  # builtins / callables without a signature
         pass
     return os.path.basename(argv[0]) if argv and argv[0] else 'node'
+
+
+def log_edge(logger, event) -> None:
+    """One ``/rosout`` line for a safety edge (:class:`robot_drivers.safety.SafetyEvent`) at its
+    severity (``'error'``, ``'warning'``, else info).
+
+    One call site per severity: rclpy keys a logger call on its source line and raises 'Logger
+    severity cannot be changed between calls' when one line logs at two severities.
+    """
+    text = str(event)
+    if event.severity == 'error':
+        logger.error(text)
+    elif event.severity == 'warning':
+        logger.warning(text)
+    else:
+        logger.info(text)
 
 
 @contextlib.contextmanager

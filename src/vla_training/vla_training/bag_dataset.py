@@ -135,7 +135,7 @@ def _joint_rows(msgs: Dict[int, Any], use: np.ndarray, names: Sequence[str], sou
     return np.stack(rows)
 
 
-def _image_rows(msgs: Dict[int, Any], use: np.ndarray, img_type: str, stamps_ns: np.ndarray,
+def _image_rows(msgs: Dict[int, Any], use: np.ndarray, stamps_ns: np.ndarray,
                 hw: Optional[Tuple[int, int]], source: str) -> np.ndarray:
     """``uint8 (len(use), H, W, 3)`` RGB frames, each distinct frame decoded (and resized) once."""
     frames: Dict[int, np.ndarray] = {}
@@ -143,10 +143,7 @@ def _image_rows(msgs: Dict[int, Any], use: np.ndarray, img_type: str, stamps_ns:
     for s in np.unique(use):
         msg = msgs[int(s)]
         try:
-            if img_type == 'sensor_msgs/msg/Image':
-                img = conversions.image_to_numpy(msg, source=source)
-            else:
-                img = conversions.compressed_image_to_numpy(msg, source=source)
+            img = conversions.image_msg_to_rgb(msg, source=source)
         except ValueError as exc:
             raise BagError(str(exc)) from exc
         if first_shape is None:
@@ -252,7 +249,7 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
         raise BagError(str(exc)) from exc
 
     img = series['image']
-    images = _image_rows(msgs['image'], al.index['image'], img.msgtype, img.stamps, hw,
+    images = _image_rows(msgs['image'], al.index['image'], img.stamps, hw,
                          f'bag {path}: topic {img.topic}')
     instr = series['instruction']
     instructions = [instr.text_at(s) for s in al.index['instruction']]

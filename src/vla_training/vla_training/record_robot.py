@@ -7,7 +7,8 @@ Each episode is one ``ros2 bag record`` process writing ``<output>/episode_<nnnn
 on after the episodes already there). Episodes start and stop with Enter in the terminal, or last
 ``--episode-duration`` seconds each. The recorded topics are the ones the robot config
 (``config/<robot>.yaml``) deploys with (:class:`robot_drivers.robot_config.RobotTopics`), so a
-recording has exactly the topics ``train --robot-config`` reads and ``policy_node`` subscribes to:
+recording has exactly the topics ``train`` reads (``data.robot_config`` in its YAML) and
+``policy_node`` subscribes to:
 
 * the camera and the joint states (``policy_node.image_topic`` / ``joint_states_topic``), subscribed
   best effort (:data:`robot_drivers.qos.SENSOR_DATA`): a best-effort subscription matches reliable
