@@ -24,7 +24,7 @@ set_install = $(word 4,$(SET_$(1)))
 set_log = $(word 5,$(SET_$(1)))
 COLCON_BASES = --build-base $(call set_build,$(1)) --install-base $(call set_install,$(1))
 
-.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo clean
+.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover clean
 
 # Offscreen OpenGL for MuJoCo (EGL via Mesa; works without a display or GPU).
 system-deps:
@@ -94,6 +94,32 @@ test: test-system-deps build build-jazzy
 
 demo: build
 	source $(call set_install,pinned)/setup.bash && $(call set_install,pinned)/vla_training/lib/vla_training/demo $(DEMO_ARGS)
+
+# Policy runtime benchmark -> benchmarks/results/runtime.json + the runtime table in benchmarks/README.md
+# (per-observation overhead outside the model, 30 Hz jitter with a 200 ms model, loopback server).
+# LEROBOT=1 also builds LeRobot's own venv (torch with CUDA, ~8 GB, a few minutes, once) and adds
+# the side by side with LeRobot's processors; without it that part is skipped with a message.
+LEROBOT_VENV ?= .venv-lerobot
+LEROBOT_VERSION ?= 0.4.4
+$(LEROBOT_VENV)/.installed:
+	python3 -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --upgrade pip
+	$(@D)/bin/python -m pip install -q lerobot==$(LEROBOT_VERSION)
+	touch $@
+
+# Hand-over modes x simulated model latency, closed loop (benchmarks/results/handover.json): needs the
+# demo's bags and film_cnn checkpoint (`make demo`) and a flow-head checkpoint for the rtc row, trained
+# here from the same bags when absent (config/train_franka_flow.yaml, ~6 min on 2 cores).
+FLOW_RUN ?= outputs/flow
+bench-handover: build
+	test -d outputs/demo/film_cnn/checkpoint || $(MAKE) demo
+	test -d $(FLOW_RUN)/checkpoint || (source $(call set_install,pinned)/setup.bash && \
+	  $(call set_install,pinned)/vla_training/lib/vla_training/train --config config/train_franka_flow.yaml \
+	    --bags outputs/demo/demos --output $(FLOW_RUN) --no-progress)
+	$(PY) benchmarks/handover_eval.py --flow-checkpoint $(FLOW_RUN)/checkpoint $(BENCH_ARGS)
+
+bench-runtime: $(VENV)/.installed $(if $(filter 1,$(LEROBOT)),$(LEROBOT_VENV)/.installed)
+	$(PY) benchmarks/runtime_bench.py $(if $(filter 1,$(LEROBOT)),--lerobot-python $(LEROBOT_VENV)/bin/python,--skip lerobot) $(BENCH_ARGS)
 
 clean:
 	rm -rf build install log build-jazzy install-jazzy log-jazzy outputs

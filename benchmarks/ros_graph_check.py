@@ -14,8 +14,12 @@ node in this process, measures what a user of the graph sees:
 3. the instruction changed by a plain (volatile) ``std_msgs/String`` publisher, by a latched one,
    and by ``SetParameters`` (what ``ros2 param set`` calls), read back with ``GetParameters``,
    and whether a node of the graph logs an incompatible-QoS warning;
-4. ``kill -9`` of policy_node: the driver's ``watchdog_hold`` event and the delay it reports;
-5. SIGINT to the launch: its exit status and how many nodes "finished cleanly".
+4. policy_node's lifecycle (the launch file configured and activated it): its state from
+   ``get_state``, a ``/diagnostics`` sample (level, message, inference latency p50/p99), then
+   ``deactivate`` through ``change_state`` (what ``ros2 lifecycle set`` calls): the policy's
+   commands stop and the driver's watchdog holds; ``activate``: they resume;
+5. ``kill -9`` of policy_node: the driver's ``watchdog_hold`` event and the delay it reports;
+6. SIGINT to the launch: its exit status and how many nodes "finished cleanly".
 
 Writes the measurements as JSON and prints a table. Needs rclpy (a sourced ROS 2 Humble or
 Jazzy) and the workspace built and sourced; not part of the test suite (it takes ~1 min).
@@ -54,6 +58,9 @@ def main() -> int:
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import GetParameters, SetParameters
     from rcl_interfaces.msg import Log
+    from diagnostic_msgs.msg import DiagnosticArray
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
     from sensor_msgs.msg import Image
     from std_msgs.msg import Bool, String
     from trajectory_msgs.msg import JointTrajectory
@@ -81,6 +88,12 @@ def main() -> int:
     node.create_subscription(String, '/arm_driver_node/events',
                              lambda m: events.append((time.monotonic(), m.data)), qos_profile(COMMANDS))
     node.create_subscription(Log, '/rosout', lambda m: rosout.append((m.name, m.msg)), 100)
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics',
+                             lambda m: diags.extend(s for s in m.status if s.name.startswith('policy_node:')),
+                             qos_profile(COMMANDS))
+    get_state = node.create_client(GetState, '/policy_node/get_state')
+    change_state = node.create_client(ChangeState, '/policy_node/change_state')
     estop = node.create_publisher(Bool, '/arm_driver_node/emergency_stop', qos_profile(LATCHED))
     plain = node.create_publisher(String, '/vla/instruction', qos_profile(INSTRUCTION_VOLATILE))
     latched = node.create_publisher(String, '/vla/instruction', qos_profile(LATCHED))
@@ -141,6 +154,42 @@ def main() -> int:
         # about policy_node's transient-local subscription, as `ros2 topic pub` does: see README
         result['incompatible_qos_lines_of_graph_nodes'] = sum(
             'incompatible' in msg.lower() for name, msg in rosout if name in NODES)
+
+        def lifecycle_state():
+            res = call(get_state, GetState.Request())
+            return res.current_state.label if res is not None else None
+
+        def transition(tid):
+            res = call(change_state, ChangeState.Request(transition=Transition(id=tid)))
+            return bool(res is not None and res.success)
+
+        def diag_sample():
+            if not diags:
+                return None
+            v = {kv.key: kv.value for kv in diags[-1].values}
+            level = diags[-1].level
+            return {'level': level[0] if isinstance(level, (bytes, bytearray)) else int(level),
+                    'message': diags[-1].message,
+                    'latency_p50_ms': v.get('inference latency p50 (ms)'),
+                    'latency_p99_ms': v.get('inference latency p99 (ms)'),
+                    'dropped_ticks': v.get('dropped ticks'), 'missed_ticks': v.get('missed ticks')}
+
+        life = {'state_after_launch': lifecycle_state(), 'diagnostics_active': diag_sample()}
+        n, k = len(events), len(stamps['/vla/joint_trajectory'])
+        life['deactivate_ok'] = transition(Transition.TRANSITION_DEACTIVATE)
+        spin_for(3.0)
+        life['state_after_deactivate'] = lifecycle_state()
+        spin_for(1.0)
+        t_quiet = time.monotonic() - 2.0
+        life['policy_commands_in_last_2s_while_inactive'] = sum(s >= t_quiet for s in stamps['/vla/joint_trajectory'])
+        life['driver_events_after_deactivate'] = [e for _, e in events[n:]]
+        life['diagnostics_inactive'] = diag_sample()
+        k = len(stamps['/vla/joint_trajectory'])
+        life['activate_ok'] = transition(Transition.TRANSITION_ACTIVATE)
+        spin_for(3.0)
+        life['state_after_activate'] = lifecycle_state()
+        life['policy_commands_3s_after_activate'] = len(stamps['/vla/joint_trajectory']) - k
+        result['lifecycle'] = life
 
         pid = subprocess.run(['pgrep', '-f', '-n', 'lib/vla_policy/policy_node'], capture_output=True,
                              text=True).stdout.strip()

@@ -19,9 +19,10 @@ What it starts (each part follows its upstream example; see the README section "
   ``/camera/image_raw`` (sensor_msgs/Image), ``/camera/camera_info``.
 - ``franka.launch.py`` with ``sim:=false use_sim_time:=true``: policy_node + arm_driver_node,
   whose safe commands on ``/arm_controller/joint_trajectory`` drive the Gazebo arm. Its own
-  arguments (``checkpoint``, ``params_file``) are not redeclared here: given on this command line
-  they reach it (an included launch file sees the including one's launch configurations), and
-  otherwise its defaults apply.
+  arguments (``checkpoint``, ``params_file``, ``policy_endpoint``, ``autostart``) are not
+  redeclared here: given on this command line they reach it (an included launch file sees the
+  including one's launch configurations), and otherwise its defaults apply. policy_node is a
+  lifecycle node; franka.launch.py configures and activates it (``autostart:=true``).
 - ``instruction``: published once on ``/vla/instruction`` (reliable, transient local) as soon as
   policy_node subscribes (``ros2 topic pub --once -w 1``); empty = publish nothing.
 

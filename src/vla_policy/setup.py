@@ -49,6 +49,7 @@ setup(
     entry_points={
         'console_scripts': [
             'policy_node = vla_policy.policy_node:main',
+            'policy_server = vla_policy.policy_server:main',
         ],
     },
 )

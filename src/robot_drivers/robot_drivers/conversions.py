@@ -168,12 +168,12 @@ _BT601_CVR = 1673527
 
 
 def _as_bytes(data: Any) -> np.ndarray:
+    """``uint8[]`` field -> flat uint8 array, a view of the field's buffer where it has one
+    (numpy array from rosbags, ``array.array('B')`` / ``bytes`` from rclpy): no copy."""
     if isinstance(data, np.ndarray):
         return data.astype(np.uint8, copy=False).reshape(-1)
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, (bytes, bytearray, memoryview, array.array)):
         return np.frombuffer(data, dtype=np.uint8)
-    if isinstance(data, array.array):
-        return np.frombuffer(data.tobytes(), dtype=np.uint8)
     return np.asarray(list(data), dtype=np.uint8)
 
 
@@ -261,6 +261,10 @@ def image_to_numpy(msg: Any, *, source: str = 'image') -> np.ndarray:
     Generic encodings (``8UC3``, ``16UC1``, ...) carry no colour order and are refused, as cv_bridge
     refuses to convert them to ``rgb8``; names are case-sensitive (``RGB8`` is refused), as there.
 
+    Returns a C-contiguous array. For ``rgb8`` without row padding it is a **read-only view of
+    ``msg.data``** (no copy; cv_bridge likewise returns a view of the buffer when no conversion is
+    needed); copy it before writing into it. Every other case returns a new array.
+
     Raises:
         ValueError: unsupported encoding, zero size, odd width for YUV 4:2:2, a Bayer image under
             3x3, ``step`` smaller than the packed row, or ``data`` shorter than ``step * height``;
@@ -290,7 +294,8 @@ def image_to_numpy(msg: Any, *, source: str = 'image') -> np.ndarray:
         px = rows.reshape(h, w, enc.channels)
     try:
         if enc.kind == 'color':
-            rgb = px[:, :, list(enc.order)]
+            # slices, not fancy indexing: rgb8 stays a view, the others are copied once below
+            rgb = px[:, :, :3] if enc.order == (0, 1, 2) else px[:, :, 2::-1]
         elif enc.kind == 'mono':
             rgb = np.repeat(px, 3, axis=2)
         elif enc.kind == 'bayer':
@@ -303,6 +308,10 @@ def image_to_numpy(msg: Any, *, source: str = 'image') -> np.ndarray:
         raise ValueError(f'{source}: {enc_name} image: {exc}') from None
     if rgb.dtype == np.uint16:
         rgb = _to_8bit(rgb)
+    if rgb.base is not None and rgb.flags.c_contiguous and np.may_share_memory(rgb, buf):
+        rgb = rgb.view()                 # rgb8 without row padding: the message's bytes, not a copy
+        rgb.flags.writeable = False
+        return rgb
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
@@ -447,12 +456,20 @@ def trajectory_to_arrays(msg: Any, *, source: str = 'joint_trajectory'
     return names, np.stack(rows), t
 
 
+_NO_VALUES = np.zeros(0, dtype=np.float64)   # the unused per-point fields (zero-size: nothing to share)
+
+
 def arrays_to_trajectory(names: Sequence[str], positions: np.ndarray, stamp: float, types: MessageTypes, *,
                          dt: Optional[float] = None, times: Optional[np.ndarray] = None,
                          frame_id: str = '') -> Any:
     """``positions (P, J)`` -> ``trajectory_msgs/JointTrajectory``, one point per row.
 
-    Point ``k`` gets ``time_from_start = (k + 1) * dt`` unless ``times (P,)`` is given.
+    Point ``k`` gets ``time_from_start = (k + 1) * dt`` unless ``times (P,)`` is given (s, rounded
+    to the nanosecond as :func:`sec_to_duration`). Velocities, accelerations and efforts are empty.
+
+    Raises:
+        ValueError: positions not ``(P, len(names))``, no ``dt > 0`` and no ``times``, or ``times``
+            not of length ``P``.
     """
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim == 1:
@@ -463,11 +480,21 @@ def arrays_to_trajectory(names: Sequence[str], positions: np.ndarray, stamp: flo
         if dt is None or dt <= 0:
             raise ValueError('arrays_to_trajectory needs dt > 0 or times')
         times = (np.arange(positions.shape[0]) + 1) * dt
-    pts = [types.JointTrajectoryPoint(positions=types.float64_seq(row), velocities=types.float64_seq(np.zeros(0)),
-                                      accelerations=types.float64_seq(np.zeros(0)),
-                                      effort=types.float64_seq(np.zeros(0)),
-                                      time_from_start=sec_to_duration(float(t), types))
-           for row, t in zip(positions, times)]
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    if times.shape[0] != positions.shape[0]:
+        raise ValueError(f'{positions.shape[0]} trajectory points but {times.shape[0]} times')
+    seq, point, duration = types.float64_seq, types.JointTrajectoryPoint, types.Duration
+    empty = seq(_NO_VALUES)
+    # a zero-size numpy array (rosbags) cannot change, so the points share one; other sequence
+    # types (rclpy's array.array can grow) get their own per field
+    shared = isinstance(empty, np.ndarray)
+    pts = []
+    for row, t in zip(positions, times.tolist()):
+        sec, nsec = divmod(int(round(t * 1e9)), 1_000_000_000)     # as sec_to_duration
+        pts.append(point(positions=seq(row), velocities=empty if shared else seq(_NO_VALUES),
+                         accelerations=empty if shared else seq(_NO_VALUES),
+                         effort=empty if shared else seq(_NO_VALUES),
+                         time_from_start=duration(sec=sec, nanosec=nsec)))
     return types.JointTrajectory(header=header(stamp, frame_id, types), joint_names=list(names), points=pts)
 
 

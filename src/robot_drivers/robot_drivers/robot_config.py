@@ -45,7 +45,10 @@ _MUST_AGREE: Tuple[Tuple[str, str, str], ...] = (
     ('joint_states', 'sim_node', 'joint_states_topic'),
     ('instruction', 'sim_node', 'instruction_topic'),
     ('controller_command', 'sim_node', 'command_topic'),
+    ('controller_command', 'policy_node', 'record_command_topic'),
 )
+# Parameters checked only where the file sets them (older parameter files lack them).
+_OPTIONAL = {('policy_node', 'record_command_topic')}
 
 
 def load_params(path: PathLike) -> Dict[str, Any]:
@@ -114,7 +117,7 @@ class RobotTopics:
         for fld, node, param in _MUST_AGREE:
             params = node_params(raw, node, path, required=node != 'sim_node')
             if param not in params:
-                if node == 'sim_node' and not params:
+                if (node == 'sim_node' and not params) or (node, param) in _OPTIONAL:
                     continue
                 raise ValueError(f'robot config {path}: {node}.{param} is missing')
             got = _topic(params[param], f'{node}.{param}', path)

@@ -29,6 +29,20 @@ def test_without_a_sim_section(tmp_path):
     assert RobotTopics.from_params_file(f) == RobotTopics.from_params_file(FRANKA)
 
 
+def test_rollout_recording_topic_must_be_the_controller_topic_where_set(tmp_path):
+    raw = yaml.safe_load(FRANKA.read_text())
+    policy = raw['policy_node']['ros__parameters']
+    f = tmp_path / 'robot.yaml'
+    policy['record_command_topic'] = '/vla/joint_trajectory'   # would record the wrong stream as the action
+    f.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r'policy_node\.record_command_topic is /vla/joint_trajectory but '
+                                         r'arm_driver_node\.output_topic is /arm_controller/joint_trajectory'):
+        RobotTopics.from_params_file(f)
+    del policy['record_command_topic']                          # older parameter files: not checked
+    f.write_text(yaml.safe_dump(raw))
+    assert RobotTopics.from_params_file(f) == RobotTopics.from_params_file(FRANKA)
+
+
 def test_disagreeing_nodes_are_named(tmp_path):
     raw = yaml.safe_load(FRANKA.read_text())
     raw['arm_driver_node']['ros__parameters']['input_topic'] = '/teleop/joint_trajectory'

@@ -108,3 +108,31 @@ class TestGraph(unittest.TestCase):
             node.destroy_node()
             rclpy.shutdown()
         assert current == text, f'policy_node instruction is {current!r} after publishing {text!r}'
+
+    def test_the_launch_activates_policy_node_which_reports_diagnostics(self):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from lifecycle_msgs.srv import GetState
+        rclpy.init()
+        node = rclpy.create_node('lifecycle_probe')
+        diags = []
+        node.create_subscription(DiagnosticArray, '/diagnostics',
+                                 lambda m: diags.extend(s for s in m.status if s.name.startswith('policy_node:')),
+                                 qos_profile(COMMANDS))
+        client = node.create_client(GetState, '/policy_node/get_state')
+        label = None
+        end = time.time() + 60.0
+        try:
+            while time.time() < end and (label != 'active' or not diags):
+                rclpy.spin_once(node, timeout_sec=0.1)
+                if label != 'active' and client.service_is_ready():
+                    fut = client.call_async(GetState.Request())
+                    rclpy.spin_until_future_complete(node, fut, timeout_sec=5.0)
+                    if fut.done() and fut.result() is not None:
+                        label = fut.result().current_state.label
+        finally:
+            node.destroy_node()
+            rclpy.shutdown()
+        assert label == 'active', f'policy_node is {label!r}, the launch should have activated it'
+        assert diags, 'policy_node published nothing on /diagnostics'
+        keys = {kv.key for kv in diags[-1].values}
+        assert {'state', 'inference latency p99 (ms)', 'image age (s)', 'dropped ticks'} <= keys

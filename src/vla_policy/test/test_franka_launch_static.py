@@ -40,7 +40,7 @@ def _literal(node):
 
 
 def _nodes(tree):
-    return {_literal(_kw(c, 'name')): c for c in _calls(tree, 'Node')}
+    return {_literal(_kw(c, 'name')): c for c in _calls(tree, 'Node') + _calls(tree, 'LifecycleNode')}
 
 
 def _first_arg_names(tree, func):
@@ -73,7 +73,10 @@ def test_arguments_are_declared_described_and_passed_to_every_node():
         desc = _kw(c, 'description')
         assert desc is not None, f'launch argument {_literal(c.args[0])} has no description'
         declared[_literal(c.args[0])] = c
-    assert {'checkpoint', 'sim', 'use_sim_time', 'params_file', 'instruction'} <= set(declared)
+    assert {'checkpoint', 'sim', 'use_sim_time', 'params_file', 'instruction', 'policy_endpoint',
+            'autostart'} <= set(declared)
+    assert _literal(_kw(declared['autostart'], 'default_value')) == 'true'
+    assert _literal(_kw(declared['policy_endpoint'], 'default_value')) == ''
     # topic names come from params_file only (one robot config for record, train and deploy)
     assert not {'image_topic', 'command_topic'} & set(declared)
     assert _literal(_kw(declared['use_sim_time'], 'default_value')) == 'false'
@@ -118,6 +121,31 @@ def test_the_launch_description_builds_with_launch_ros():
     assert {a.name for a in args} >= {'checkpoint', 'sim', 'use_sim_time'}
     assert next(a for a in args if a.name == 'checkpoint').default_value[0].text == DEFAULT_CHECKPOINT
     assert len([e for e in ld.entities if isinstance(e, Node)]) == 3
+    from launch_ros.actions import LifecycleNode
+    assert len([e for e in ld.entities if isinstance(e, LifecycleNode)]) == 1   # policy_node (a Node too)
+
+
+def test_policy_node_is_a_lifecycle_node_configured_then_activated():
+    """AST: policy_node is a launch_ros LifecycleNode; with autostart a configure ChangeState is
+    emitted at start, activate only on configuring -> inactive (not after a deactivate), and a
+    failed configure (configuring -> unconfigured) ends the launch."""
+    tree = _tree()
+    assert _calls(tree, 'LifecycleNode') and _literal(_kw(_calls(tree, 'LifecycleNode')[0], 'name')) == 'policy_node'
+    handlers = _calls(_function(tree, '_lifecycle'), 'OnStateTransition')
+    got = {(_literal(_kw(h, 'start_state')), _literal(_kw(h, 'goal_state'))): h for h in handlers}
+    assert set(got) == {('configuring', 'inactive'), ('configuring', 'unconfigured')}
+    activate = [a.attr for a in ast.walk(got[('configuring', 'inactive')]) if isinstance(a, ast.Attribute)]
+    assert 'TRANSITION_ACTIVATE' in activate
+    assert _calls(got[('configuring', 'unconfigured')], 'Shutdown')
+    emitted = [a.attr for a in ast.walk(_function(tree, '_lifecycle')) if isinstance(a, ast.Attribute)
+               and a.attr.startswith('TRANSITION_')]
+    assert sorted(emitted) == ['TRANSITION_ACTIVATE', 'TRANSITION_CONFIGURE']
+    # every lifecycle action is conditional on autostart
+    for c in _calls(_function(tree, '_lifecycle'), 'RegisterEventHandler') + \
+            [c for c in _calls(_function(tree, '_lifecycle'), '_transition') if _kw(c, 'condition') is not None]:
+        cond = _kw(c, 'condition')
+        assert isinstance(cond, ast.Call) and cond.func.id == 'IfCondition'
+    assert len([c for c in _calls(_function(tree, '_lifecycle'), '_transition') if _kw(c, 'condition')]) == 1
 
 
 def test_policy_node_failure_ends_the_launch_but_a_kill_leaves_the_watchdog_to_hold():
@@ -133,11 +161,20 @@ def test_policy_node_failure_ends_the_launch_but_a_kill_leaves_the_watchdog_to_h
     class Exited:   # the field of launch.events.process.ProcessExited the handler reads
         def __init__(self, returncode):
             self.returncode = returncode
-    actions = on_exit(Exited(1), None)
+    class Context:   # launch.LaunchContext.is_shutdown
+        def __init__(self, is_shutdown):
+            self.is_shutdown = is_shutdown
+    running, ending = Context(False), Context(True)
+    actions = on_exit(Exited(1), running)
     assert len(actions) == 1 and isinstance(actions[0], Shutdown)
     for code in (0, -2, -9, -15):
-        assert on_exit(Exited(code), None) is None
-    assert isinstance(module._required('arm_driver_node'), Shutdown)
+        assert on_exit(Exited(code), running) is None
+    required = module._required('arm_driver_node')
+    for code in (0, 1, -2):
+        actions = required(Exited(code), running)
+        assert len(actions) == 1 and isinstance(actions[0], Shutdown)
+    # while the launch is ending already, no second Shutdown (launch_ros's ROS adapter would be shut twice)
+    assert on_exit(Exited(1), ending) is None and required(Exited(1), ending) is None
 
 
 def test_bare_launch_without_a_checkpoint_ends_after_one_clear_line(tmp_path):
@@ -157,7 +194,8 @@ def test_bare_launch_without_a_checkpoint_ends_after_one_clear_line(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f'the launch did not end by itself after policy_node failed:\n{exc.output}')
-    expected = (f"checkpoint '{tmp_path / DEFAULT_CHECKPOINT}' not found: run `make demo` "
+    expected = (f"configure failed: checkpoint '{tmp_path / DEFAULT_CHECKPOINT}' not found: run `make demo` "
                 'or pass checkpoint:=<dir>')
     assert expected in proc.stdout, proc.stdout
+    assert 'Caught exception' not in proc.stdout, proc.stdout
     assert 'Traceback' not in proc.stdout, proc.stdout

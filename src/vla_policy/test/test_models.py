@@ -178,3 +178,36 @@ def test_hf_config_makes_checkpoint_self_contained(tmp_path):
     cfg3.backbone.pretrained = str(tmp_path / 'gone')
     bb = HFVLMBackbone(cfg3)
     assert {k: v.shape for k, v in bb.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+
+
+def test_flow_head_registered_masks_padding_and_samples_deterministically():
+    assert 'flow' in available_heads()
+    cfg = VLAConfig(backbone=BackboneConfig(vocab_size=20), head=HeadConfig(name='flow', hidden=64))
+    m = VLA(cfg).eval()
+    b = batch_for(cfg)
+    b['action_is_pad'][:, 5:] = True
+    torch.manual_seed(0)
+    l1, info = m.loss(b)
+    velocity = m.head.velocity
+
+    def off_on_padded_rows(x, tau, feature, state):   # the head's output on padded rows must not matter
+        v = velocity(x, tau, feature, state).clone()
+        v[:, 5:] += 100.0
+        return v
+
+    m.head.velocity = off_on_padded_rows
+    torch.manual_seed(0)
+    l2, _ = m.loss(b)
+    assert torch.equal(l1, l2) and set(info) == {'flow_mse'} and l1 > 0
+    b['action_is_pad'][:] = False
+    torch.manual_seed(0)
+    assert m.loss(b)[0] > 100.0   # ... and does once those rows count
+    del m.head.velocity
+    with torch.no_grad():
+        s1 = m(b, generator=torch.Generator().manual_seed(2))
+        s2 = m(b, generator=torch.Generator().manual_seed(2))
+    assert s1.shape == (3, 8, 8) and torch.equal(s1, s2)
+    with pytest.raises(ValueError, match='head.num_steps'):
+        HeadConfig(name='flow', num_steps=0)
+    with pytest.raises(ValueError, match='head.time_dim'):
+        HeadConfig(name='flow', time_dim=3)

@@ -66,3 +66,47 @@ def test_resolve_checkpoint(tmp_path):
     assert resolve_checkpoint(str(ck)) == ck
     with pytest.raises(ValueError, match='parameter checkpoint is empty'):
         resolve_checkpoint('  ')
+
+
+# ---------------------------------------------------------------- parameters <-> RuntimeConfig
+import dataclasses  # noqa: E402
+import pathlib  # noqa: E402
+
+import yaml  # noqa: E402
+
+from vla_policy.node_core import MODEL_FIELDS, NODE_PARAMETERS, parameter_defaults, runtime_config  # noqa: E402
+from vla_policy.runtime import RuntimeConfig  # noqa: E402
+
+META = {'n_obs_steps': 2, 'n_action_steps': 8, 'camera_names': ['wrist', 'front']}
+CONFIG = pathlib.Path(__file__).resolve().parents[1] / 'config' / 'franka.yaml'
+
+
+def test_every_runtime_config_field_is_a_parameter_with_the_dataclass_default():
+    params = parameter_defaults()
+    for f in dataclasses.fields(RuntimeConfig):
+        assert f.name in params
+        assert params[f.name] == (0 if f.name == 'n_action_steps' else f.default), f.name
+    assert set(NODE_PARAMETERS) <= set(params)
+    # every key of franka.yaml's policy_node section is a parameter the node declares (a typo
+    # there would be ignored silently by rclpy)
+    section = yaml.safe_load(CONFIG.read_text(encoding='utf-8'))['policy_node']['ros__parameters']
+    assert set(section) <= set(params), set(section) - set(params)
+
+
+def test_runtime_config_takes_the_model_fields_and_maps_the_rest_one_to_one():
+    cfg = runtime_config({'max_obs_age_s': 1, 'handover': 'aggregate', 'inference': 'thread',
+                          'chunk_size_threshold': 0.25}, META)
+    assert (cfg.n_obs_steps, cfg.camera, cfg.n_action_steps) == (2, 'wrist', 8)
+    assert cfg.max_obs_age_s == 1.0 and isinstance(cfg.max_obs_age_s, float)
+    assert (cfg.handover, cfg.inference, cfg.chunk_size_threshold) == ('aggregate', 'thread', 0.25)
+    assert runtime_config({'n_action_steps': 3, 'camera': 'wrist'}, META).n_action_steps == 3
+    for name in MODEL_FIELDS:
+        bad = {'n_obs_steps': 5, 'camera': 'left'}[name]
+        with pytest.raises(ValueError, match=f'parameter {name} is .* but the model uses'):
+            runtime_config({name: bad}, META)
+    with pytest.raises(ValueError, match='handover must be one of'):
+        runtime_config({'handover': 'smooth'}, META)
+    with pytest.raises(TypeError, match='RuntimeConfig.inference must be str'):
+        runtime_config({'inference': 3}, META)
+    with pytest.raises(ValueError, match='model metadata lacks'):
+        runtime_config({}, {'n_obs_steps': 1})

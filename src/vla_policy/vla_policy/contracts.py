@@ -3,6 +3,12 @@
 ``Policy.infer(history) -> ActionChunk`` and ``Policy.reset()`` are all a policy is; wrappers
 (chunk executor, temporal ensembler, recorder, remote client) implement the same two calls, as
 openpi's ``BasePolicy`` / ``ActionChunkBroker``.
+
+A policy whose head samples (flow matching, diffusion) may also implement
+``infer_guided(history, guide: ChunkGuide) -> ActionChunk`` and set ``supports_guidance = True``:
+real-time chunking (RTC) asks it for a chunk that continues the rows already being executed.
+A policy that cannot answer (a remote server unreachable or too slow) raises
+:class:`PolicyUnavailable`; the runtime then holds (publishes nothing) and says why.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Dict, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 
-__all__ = ['Observation', 'ActionChunk', 'Policy']
+__all__ = ['Observation', 'ActionChunk', 'ChunkGuide', 'Policy', 'PolicyUnavailable']
 
 
 @dataclass
@@ -72,6 +78,50 @@ class ActionChunk:
     @property
     def horizon(self) -> int:
         return int(self.actions.shape[0])
+
+
+class PolicyUnavailable(RuntimeError):
+    """The policy could not answer this call (server unreachable, connection lost, timeout).
+
+    The message says why in one line; the caller may retry later. A bad observation is a
+    ValueError instead (retrying the same input cannot help).
+    """
+
+
+@dataclass
+class ChunkGuide:
+    """Real-time chunking guidance for the next chunk (Black et al. 2025, "Real-Time Execution of
+    Action Chunking Flow Policies", arXiv 2506.07339, sec. 4).
+
+    Attributes:
+        actions: ``float32 (H, A)`` absolute targets the new chunk should reproduce, row ``k``
+            aligned with the new chunk's row ``k`` (time ``stamp + (k + 1) * dt`` of the
+            observation the new chunk is computed from); rows with no previous plan are ignored
+            (their weight is 0).
+        weights: ``float32 (H,)`` in [0, 1]: 1 for the rows executed while the new chunk is
+            being computed (the frozen prefix, ``inference_delay`` rows), decaying over the
+            overlap, 0 where the new chunk is free (the paper's soft mask ``W``).
+        inference_delay: ``d``, rows that will have executed before the new chunk arrives.
+        max_guidance_weight: the clip ``beta`` on the guidance weight (paper: 5; LeRobot: 10).
+    """
+
+    actions: np.ndarray
+    weights: np.ndarray
+    inference_delay: int
+    max_guidance_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        self.weights = np.asarray(self.weights, dtype=np.float32).reshape(-1)
+        if self.actions.ndim != 2 or self.weights.shape[0] != self.actions.shape[0]:
+            raise ValueError(f'ChunkGuide actions (H, A) and weights (H,) disagree: '
+                             f'{self.actions.shape} vs {self.weights.shape}')
+        if not (np.all(self.weights >= 0) and np.all(self.weights <= 1)):
+            raise ValueError('ChunkGuide weights must lie in [0, 1]')
+        if not 0 <= self.inference_delay <= self.actions.shape[0]:
+            raise ValueError(f'ChunkGuide inference_delay {self.inference_delay} outside [0, {self.actions.shape[0]}]')
+        if not self.max_guidance_weight > 0:
+            raise ValueError(f'ChunkGuide max_guidance_weight must be > 0, got {self.max_guidance_weight}')
 
 
 @runtime_checkable

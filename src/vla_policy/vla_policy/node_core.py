@@ -9,6 +9,10 @@ ways, and the latest one from any of them wins:
   the node started -> the node's transient-local subscription (:data:`robot_drivers.qos.LATCHED`);
 * ``ros2 param set /policy_node instruction "..."`` -> the ``instruction`` parameter.
 
+Parameters (:func:`parameter_defaults`, :func:`runtime_config`): one per
+:class:`vla_policy.runtime.RuntimeConfig` field, declared from the dataclass (so a field added to
+the runtime is a node parameter without a change here), plus :data:`NODE_PARAMETERS`.
+
 A volatile subscription also matches a transient-local publisher, so each *live* latched message
 arrives on both subscriptions; the selector pairs the second delivery with the first (same text,
 other subscription, within ``pair_window_s``) and drops it, so one publication is one change.
@@ -16,12 +20,14 @@ other subscription, within ``pair_window_s``) and drops it, so one publication i
 from __future__ import annotations
 
 from collections import deque
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Mapping, Optional, Tuple, Union
 
 __all__ = ['LATCHED_TOPIC', 'VOLATILE_TOPIC', 'PARAMETER', 'SOURCES', 'InstructionChange',
-           'InstructionSelector', 'DEFAULT_CHECKPOINT', 'resolve_checkpoint']
+           'InstructionSelector', 'DEFAULT_CHECKPOINT', 'resolve_checkpoint', 'NODE_PARAMETERS',
+           'RUNTIME_DEFAULTS', 'MODEL_FIELDS', 'parameter_defaults', 'runtime_config']
 
 LATCHED_TOPIC = 'topic (transient local)'
 VOLATILE_TOPIC = 'topic'
@@ -118,3 +124,78 @@ def resolve_checkpoint(path: Union[str, Path], cwd: Optional[Union[str, Path]] =
     if not p.is_dir():
         raise FileNotFoundError(f"checkpoint '{p}' not found: run `make demo` or pass checkpoint:=<dir>")
     return p
+
+
+#: policy_node's own parameters (not RuntimeConfig fields) and their defaults.
+NODE_PARAMETERS: Dict[str, Any] = {
+    'checkpoint': DEFAULT_CHECKPOINT,   # local model ('' with policy_endpoint set is fine)
+    'embodiment': 'franka_panda',       # robot_drivers.embodiment registry key
+    'device': 'cpu',                    # torch device of the local model
+    'image_topic': '/camera/image_raw',
+    'joint_states_topic': '/joint_states',
+    'instruction_topic': '/vla/instruction',
+    'instruction': '',                  # '' = wait for the topic
+    'command_topic': '/vla/joint_trajectory',
+    'policy_endpoint': '',              # '' = local checkpoint; ws://host:port = a policy_server
+    'policy_token': '',
+    'policy_timeout_s': 1.0,
+    'record_rollouts': '',              # '' = off; a directory
+    'record_command_topic': '/arm_controller/joint_trajectory',
+    'diagnostics_period_s': 1.0,
+    'autostart': False,                 # configure + activate at start-up (ros2 run)
+}
+#: RuntimeConfig fields declared with another default than the dataclass's: 0 = the model's.
+RUNTIME_DEFAULTS: Dict[str, Any] = {'n_action_steps': 0}
+#: RuntimeConfig fields the model (or the policy server's metadata) dictates.
+MODEL_FIELDS = ('n_obs_steps', 'camera')
+
+
+def parameter_defaults() -> Dict[str, Any]:
+    """Every policy_node parameter and its default: the RuntimeConfig fields (dataclass defaults,
+    except :data:`RUNTIME_DEFAULTS`) then :data:`NODE_PARAMETERS`. Raises ValueError when a node
+    parameter shadows a RuntimeConfig field with another default (``control_rate_hz`` is both: one
+    parameter, the timer rate and the runtime's missed-tick period)."""
+    from vla_policy.runtime import RuntimeConfig
+    out = {f.name: RUNTIME_DEFAULTS.get(f.name, f.default) for f in dataclasses.fields(RuntimeConfig)}
+    for k, v in NODE_PARAMETERS.items():
+        if k in out and out[k] != v:
+            raise ValueError(f'policy_node parameter {k} is a RuntimeConfig field with default {out[k]!r}, '
+                             f'not {v!r}')
+        out.setdefault(k, v)
+    return out
+
+
+def runtime_config(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> Any:
+    """The :class:`vla_policy.runtime.RuntimeConfig` of the node's parameter values and the model's
+    metadata (``VLAPolicy.metadata()`` / ``RemotePolicy.metadata``: ``n_obs_steps``,
+    ``n_action_steps``, ``camera_names``).
+
+    ``n_obs_steps`` and ``camera`` are the model's; ``n_action_steps`` <= 0 is the model's; an int
+    given for a float field is taken as a float (``-p max_obs_age_s:=1``).
+
+    Raises:
+        ValueError: ``n_obs_steps`` / ``camera`` set to something other than the dataclass default
+            and the model's value (names both); a value RuntimeConfig rejects; metadata lacking a key.
+        TypeError: a value of the wrong type (RuntimeConfig names the field).
+    """
+    from vla_policy.runtime import RuntimeConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(RuntimeConfig)}
+    values: Dict[str, Any] = {}
+    for name, default in defaults.items():
+        v = params.get(name, RUNTIME_DEFAULTS.get(name, default))
+        if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        values[name] = v
+    try:
+        model = {'n_obs_steps': int(metadata['n_obs_steps']), 'camera': str(list(metadata['camera_names'])[0]),
+                 'n_action_steps': int(metadata['n_action_steps'])}
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f'model metadata lacks n_obs_steps / n_action_steps / camera_names: {exc!r}') from exc
+    for name in MODEL_FIELDS:
+        if values[name] not in (defaults[name], model[name]):
+            raise ValueError(f'parameter {name} is {values[name]!r} but the model uses {model[name]!r} '
+                             f'(leave {name} unset: it comes from the model)')
+        values[name] = model[name]
+    if isinstance(values['n_action_steps'], int) and values['n_action_steps'] <= 0:
+        values['n_action_steps'] = model['n_action_steps']
+    return RuntimeConfig(**values)

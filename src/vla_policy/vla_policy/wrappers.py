@@ -7,6 +7,7 @@ from typing import Deque, Sequence, Tuple
 import numpy as np
 
 from vla_policy.contracts import ActionChunk, Observation, Policy
+from vla_policy.handover import act_weights
 
 __all__ = ['TemporalEnsembler']
 
@@ -20,6 +21,11 @@ class TemporalEnsembler:
     Use with ``RuntimeConfig(n_action_steps=1)``. The returned chunk is the newest one with its
     row 0 replaced by the ensemble, so the contract (``(H, A)`` absolute targets) is unchanged.
     Dimensions in ``binary_dims`` (a gripper) are not averaged: the newest prediction is kept.
+
+    This wrapper assumes one call per control tick (rows matched by tick count). The runtime's
+    ``handover='temporal_ensemble'`` (:mod:`vla_policy.handover`) does the same ensembling indexed
+    by time over the whole plan, so it also works with asynchronous inference, where chunks arrive
+    late and not every tick; with synchronous inference the two give the same next row.
 
     Raises:
         ValueError: ``m`` < 0; chunks whose step ``dt`` or joint names change mid-episode.
@@ -50,7 +56,7 @@ class TemporalEnsembler:
         while self._chunks and int(round((now - self._chunks[0][0]) / new.dt)) >= self._chunks[0][1].horizon - 1:
             self._chunks.popleft()                              # no rows left for future ticks
         p = np.stack(preds)                                     # (K, A), oldest first
-        w = np.exp(-self.m * np.arange(len(p)))[:, None]       # (K, 1)
+        w = act_weights(len(p), self.m)[:, None]               # (K, 1)
         row = (w * p).sum(0) / w.sum()                          # (A,)
         if self.binary_dims:
             row[self.binary_dims] = new.actions[0, self.binary_dims]

@@ -1,7 +1,8 @@
-"""Closed-loop episodes through messages + driver core, and DART noise injection."""
+"""Closed-loop episodes through messages + driver core, DART noise injection, simulated model latency, jerk."""
 import os
 
 import numpy as np
+import pytest
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
@@ -58,3 +59,63 @@ def test_random_baseline_fails():
     r = run_episode(sim, Task('reach', 'blue'), 3, ExpertController(RandomPolicy(3)))
     assert not r.success and r.final_distance > 0.03
     sim.close()
+
+
+def test_command_jerk_is_the_rms_third_difference_over_dt_cubed():
+    from vla_training.rollout import command_jerk
+    dt = 0.1
+    t = np.arange(10)[:, None] * dt
+    q = np.hstack([t ** 3, 2 * t ** 3])                # jerk 6 and 12 rad/s^3, exactly
+    assert command_jerk(q, dt) == pytest.approx(np.sqrt((36 + 144) / 2))
+    assert command_jerk(np.hstack([t, t ** 2]), dt) == pytest.approx(0.0, abs=1e-6)
+    assert command_jerk(q[:3], dt) == 0.0
+    with pytest.raises(ValueError, match='dt'):
+        command_jerk(q, 0.0)
+
+
+class _HoldPolicy:
+    """Chunks that hold the measured arm pose with a step of ``jump`` rad between consecutive chunks."""
+
+    def __init__(self, jump):
+        self.jump, self.calls = jump, 0
+
+    def infer(self, history):
+        from vla_policy.contracts import ActionChunk
+        self.calls += 1
+        q = np.asarray(history[-1].joint_positions, np.float32).copy()
+        q[:7] += self.jump * (self.calls % 2)
+        return ActionChunk(np.repeat(q[None], 8, 0), FRANKA_PANDA.joint_names, FRANKA_PANDA.dt, history[-1].stamp)
+
+    def reset(self):
+        self.calls = 0
+
+
+def test_runtime_controller_with_simulated_latency_streams_commands_and_jerk_grows_with_jumps():
+    from vla_policy.runtime import RuntimeConfig
+    from vla_training.rollout import RuntimeController
+    sim = FrankaCubeSim()
+    results = {}
+    for jump in (0.0, 0.05):
+        ctrl = RuntimeController.build(_HoldPolicy(jump), FRANKA_PANDA, RuntimeConfig(handover='aggregate'),
+                                       simulated_latency_s=0.2)
+        r = run_episode(sim, Task('reach', 'red'), 7, ctrl, steps=14)
+        snap = ctrl.runtime.snapshot(0.0)
+        assert r.commands == 12 and snap.dropped_ticks == 0       # ticks 0, 1 wait for the first chunk
+        assert snap.backend == 'simulated' and r.inferences == snap.inferences >= 3
+        results[jump] = r.jerk
+    sim.close()
+    assert results[0.05] > 10 * max(results[0.0], 1e-3)
+    with pytest.raises(ValueError, match='latency'):
+        RuntimeController.build(_HoldPolicy(0.0), FRANKA_PANDA, simulated_latency_s=-1.0)
+
+
+def test_eval_config_checks_the_runtime_settings_before_any_simulator_starts():
+    from vla_training.evaluate import EvalConfig
+    cfg = EvalConfig('expert', handover='blend', latency_ms=200.0, blend_window=3)
+    rc = cfg.runtime_config(n_obs_steps=2, n_action_steps=4, camera='front')
+    assert (rc.handover, rc.blend_window, rc.n_obs_steps) == ('blend', 3, 2)
+    assert EvalConfig('expert', temporal_ensemble=0.05).runtime_config().handover == 'temporal_ensemble'
+    with pytest.raises(ValueError, match="handover must be one of 'open_loop'"):
+        EvalConfig('expert', handover='chunky')
+    with pytest.raises(ValueError, match='latency_ms'):
+        EvalConfig('expert', latency_ms=-5.0)

@@ -3,6 +3,11 @@
 ``ros2 run vla_training evaluate --policy checkpoints/film_cnn --episodes 50`` runs 50 episodes of
 each task kind (reach, pick) on seeds never used for recording (``--seed``, default 1 000 000) and
 prints the success rate per task. ``--policy`` is a checkpoint directory, ``expert`` or ``random``.
+
+``--handover MODE`` picks how chunks are handed over (``open_loop``, ``aggregate``,
+``temporal_ensemble``, ``blend``, ``rtc``; :mod:`vla_policy.handover`) and ``--latency-ms L``
+slows the model to ``L`` ms per chunk in simulated time (the arm keeps moving while it thinks);
+each episode also reports the RMS jerk of the commanded arm joints (rad/s^3), averaged per task.
 """
 from __future__ import annotations
 
@@ -36,33 +41,52 @@ class EvalConfig:
     max_obs_age_s: float = 0.5
     image_size: int = 96
     gif: Optional[str] = None        # save the first episode of the first task as an animation
-    temporal_ensemble: Optional[float] = None   # ACT ensembling coefficient m; None = open-loop chunks
+    temporal_ensemble: Optional[float] = None   # ACT ensembling coefficient m: handover temporal_ensemble
+    handover: str = 'open_loop'      # RuntimeConfig.handover
+    latency_ms: Optional[float] = None   # simulated model latency per chunk (sim time); None = sync inference
+    chunk_size_threshold: float = 0.5
+    aggregate_fn: str = 'weighted_average'
+    blend_window: int = 0
+    blend_shape: str = 'linear'
+    rtc_execution_horizon: int = 0
+    rtc_prefix_schedule: str = 'linear'
+    rtc_max_guidance_weight: float = 10.0
+    policy_seed: Optional[int] = None    # noise seed of a sampling (flow) head, re-seeded every episode
+
+    def runtime_config(self, n_obs_steps: int = 1, n_action_steps: int = 4, camera: str = 'front'):
+        """The :class:`~vla_policy.runtime.RuntimeConfig` of these settings (ValueError for a bad one)."""
+        from vla_policy.runtime import RuntimeConfig
+        mode = 'temporal_ensemble' if self.temporal_ensemble is not None else self.handover
+        return RuntimeConfig(
+            n_obs_steps=n_obs_steps, n_action_steps=self.n_action_steps or n_action_steps,
+            max_obs_age_s=self.max_obs_age_s, camera=camera, handover=mode,
+            chunk_size_threshold=self.chunk_size_threshold, aggregate_fn=self.aggregate_fn,
+            ensemble_m=0.01 if self.temporal_ensemble is None else float(self.temporal_ensemble),
+            blend_window=self.blend_window, blend_shape=self.blend_shape,
+            rtc_execution_horizon=self.rtc_execution_horizon, rtc_prefix_schedule=self.rtc_prefix_schedule,
+            rtc_max_guidance_weight=self.rtc_max_guidance_weight)
+
+    def __post_init__(self) -> None:
+        if self.latency_ms is not None and not self.latency_ms >= 0:
+            raise ValueError(f'latency_ms must be >= 0, got {self.latency_ms}')
+        self.runtime_config()          # fails here, before any simulator starts
 
 
-def _make_controller(policy: str, sim, seed: int, n_action_steps, max_obs_age_s, holder: dict,
-                     temporal_ensemble: Optional[float] = None):
-    from vla_training.experts import RandomPolicy, ScriptedExpert
+def _make_controller(cfg: 'EvalConfig', sim, seed: int, holder: dict):
+    from vla_training.experts import RandomPolicy
     from vla_training.rollout import ExpertController, RuntimeController
-    if policy == 'expert':
+    if cfg.policy == 'expert':
         return None  # built per episode (needs the task)
-    if policy == 'random':
+    if cfg.policy == 'random':
         return ExpertController(RandomPolicy(seed))
     from vla_policy.policy import VLAPolicy
-    from vla_policy.runtime import PolicyRuntime, RuntimeConfig
     if 'policy' not in holder:
-        holder['policy'] = VLAPolicy.from_checkpoint(policy)
+        holder['policy'] = VLAPolicy.from_checkpoint(cfg.policy, seed=cfg.policy_seed)
     pol = holder['policy']
-    cfg = pol.config
-    wrapped = pol
-    if temporal_ensemble is not None:   # infer every tick, execute the ensemble (ACT)
-        from vla_policy.wrappers import TemporalEnsembler
-        wrapped = TemporalEnsembler(pol, temporal_ensemble, binary_dims=cfg.binary_action_dims)
-        n_action_steps = 1
-    rt = PolicyRuntime(wrapped, sim.embodiment, RuntimeConfig(
-        n_obs_steps=cfg.chunk.n_obs_steps,
-        n_action_steps=n_action_steps or cfg.chunk.n_action_steps,
-        max_obs_age_s=max_obs_age_s, camera=pol.camera))
-    return RuntimeController(rt)
+    pcfg = pol.config
+    rcfg = cfg.runtime_config(pcfg.chunk.n_obs_steps, pcfg.chunk.n_action_steps, pol.camera)
+    latency = None if cfg.latency_ms is None else cfg.latency_ms / 1e3
+    return RuntimeController.build(pol, sim.embodiment, rcfg, simulated_latency_s=latency)
 
 
 def _worker(args) -> List[dict]:
@@ -83,20 +107,26 @@ def _worker(args) -> List[dict]:
             ctrl = ExpertController(expert)
             hook = expert.reset
         else:
-            ctrl = _make_controller(cfg.policy, sim, seed, cfg.n_action_steps, cfg.max_obs_age_s, holder,
-                                    cfg.temporal_ensemble)
+            ctrl = _make_controller(cfg, sim, seed, holder)
             hook = None
         t0 = time.time()
-        r = run_episode(sim, task, seed, ctrl, keep_frames=keep, reset_hook=hook)
+        try:
+            r = run_episode(sim, task, seed, ctrl, keep_frames=keep, reset_hook=hook)
+        finally:
+            if hasattr(getattr(ctrl, 'runtime', None), 'close'):
+                ctrl.runtime.close()
+        rt = getattr(ctrl, 'runtime', None)
         out.append(dict(kind=kind, colour=colour, seed=seed, success=r.success, distance=r.final_distance,
-                        lift=r.lift, seconds=time.time() - t0, inferences=r.inferences,
+                        lift=r.lift, seconds=time.time() - t0, inferences=r.inferences, jerk=r.jerk, jerk_steady=r.jerk_steady,
+                        commands=r.commands, dropped_ticks=getattr(rt, 'dropped_ticks', 0),
                         frames=r.frames if keep else None))
     sim.close()
     return out
 
 
 def evaluate(cfg: EvalConfig) -> Dict[str, object]:
-    """Run the episodes; returns ``{'success': {kind: rate}, 'episodes': [...], 'seconds': s}``.
+    """Run the episodes; returns ``{'success': {kind: rate}, 'jerk': {kind: mean RMS jerk, rad/s^3},
+    'episodes': [...], 'seconds': s}``.
 
     Episode ``i`` of kind ``k`` uses seed ``cfg.seed + i`` and colour ``('red', 'green', 'blue')[i % 3]``,
     so every policy sees the same scenes.
@@ -117,12 +147,13 @@ def evaluate(cfg: EvalConfig) -> Dict[str, object]:
             results = pool.map(_worker, [(cfg, s) for s in shards])
     episodes = [e for r in results for e in r]
     success = {k: float(np.mean([e['success'] for e in episodes if e['kind'] == k])) for k in cfg.tasks}
+    jerk = {k: float(np.mean([e['jerk'] for e in episodes if e['kind'] == k])) for k in cfg.tasks}
     if cfg.gif:
         frames = next(e['frames'] for e in episodes if e['frames'])
         save_animation(frames, cfg.gif)
     for e in episodes:
         e.pop('frames', None)
-    return {'success': success, 'episodes': episodes, 'seconds': time.time() - t0}
+    return {'success': success, 'jerk': jerk, 'episodes': episodes, 'seconds': time.time() - t0}
 
 
 def write_json(path: str, obj) -> str:
@@ -160,9 +191,22 @@ def _check_policy(policy: str) -> None:
         raise FileNotFoundError(f'--policy: checkpoint {policy} lacks {", ".join(missing)}')
 
 
+def _non_negative_float(text: str) -> float:
+    """argparse ``type=``: a finite number >= 0 (else a one-line usage error naming the value)."""
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {text!r}')
+    return value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``evaluate`` console script; exit status 0, 1 (one line on stderr, e.g. no such checkpoint) or 2."""
     from robot_drivers import cli
+    from vla_policy.handover import AGGREGATE_FUNCTIONS, BLEND_SHAPES, HANDOVER_MODES, PREFIX_SCHEDULES
     from vla_training.experts import TASK_KINDS
     p = cli.ArgumentParser(prog='evaluate', description=__doc__.split('\n\n')[0])
     p.add_argument('--policy', required=True, help="checkpoint directory, 'expert' or 'random'")
@@ -174,17 +218,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--n-action-steps', type=cli.positive_int, default=None)
     p.add_argument('--gif', default=None, help='save one rollout as GIF/MP4')
     p.add_argument('--temporal-ensemble', type=float, default=None,
-                   help='ACT temporal ensembling with this m (e.g. 0.01): infer every tick')
+                   help='ACT temporal ensembling with this m (e.g. 0.01): infer every tick (= --handover '
+                        'temporal_ensemble with this m)')
+    p.add_argument('--handover', choices=HANDOVER_MODES, default='open_loop',
+                   help='how a new chunk meets the executing one (vla_policy.handover)')
+    p.add_argument('--latency-ms', type=_non_negative_float, default=None,
+                   help='simulated model latency per chunk, ms of sim time (default: synchronous inference)')
+    p.add_argument('--chunk-size-threshold', type=float, default=0.5,
+                   help='aggregate/blend: request a chunk when rows ahead / chunk <= this')
+    p.add_argument('--aggregate-fn', choices=tuple(AGGREGATE_FUNCTIONS), default='weighted_average')
+    p.add_argument('--blend-window', type=cli.non_negative_int, default=0, help='blend ramp rows (0 = overlap)')
+    p.add_argument('--blend-shape', choices=BLEND_SHAPES, default='linear')
+    p.add_argument('--rtc-execution-horizon', type=cli.non_negative_int, default=0,
+                   help='rtc: rows executed per chunk (0 = n_action_steps)')
+    p.add_argument('--rtc-prefix-schedule', choices=PREFIX_SCHEDULES, default='linear')
+    p.add_argument('--rtc-max-guidance-weight', type=cli.positive_float, default=10.0)
+    p.add_argument('--policy-seed', type=cli.non_negative_int, default=None,
+                   help='noise seed of a sampling (flow) head, re-seeded every episode')
     p.add_argument('--json', default=None, help='write the results here')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
 
     def body() -> int:
         _check_policy(a.policy)
-        res = evaluate(EvalConfig(a.policy, a.episodes, a.tasks, a.seed, a.workers,
-                                  a.n_action_steps, gif=a.gif, temporal_ensemble=a.temporal_ensemble))
+        res = evaluate(EvalConfig(
+            a.policy, a.episodes, a.tasks, a.seed, a.workers, a.n_action_steps, gif=a.gif,
+            temporal_ensemble=a.temporal_ensemble, handover=a.handover, latency_ms=a.latency_ms,
+            chunk_size_threshold=a.chunk_size_threshold, aggregate_fn=a.aggregate_fn, blend_window=a.blend_window,
+            blend_shape=a.blend_shape, rtc_execution_horizon=a.rtc_execution_horizon,
+            rtc_prefix_schedule=a.rtc_prefix_schedule, rtc_max_guidance_weight=a.rtc_max_guidance_weight,
+            policy_seed=a.policy_seed))
         for k, v in res['success'].items():
-            print(f'{k:>6}: {v:.0%} success over {a.episodes} episodes')
+            print(f"{k:>6}: {v:.0%} success over {a.episodes} episodes, RMS jerk {res['jerk'][k]:.1f} rad/s^3")
         if a.json:
             write_json(a.json, res)
         return 0

@@ -10,6 +10,13 @@ One control tick (10 Hz) of :func:`run_episode`:
 so the recorded demonstrations, the evaluation and the nodes share message conversions, the
 runtime and the driver core. ``on_message(topic, msgtype, msg, t)`` sees every message, which is
 how demonstrations are written to rosbag2.
+
+A slow model is evaluated in simulated time: :meth:`RuntimeController.build` with
+``simulated_latency_s`` gives the runtime a
+:class:`~vla_policy.inference.SimulatedLatencyBackend`, so each chunk becomes available
+``latency`` seconds of sim time after its request while the arm keeps executing the plan, with
+the same runtime code as on the robot and no real sleeping. :attr:`EpisodeResult.jerk` measures
+how smooth the commanded motion was (:func:`command_jerk`).
 """
 from __future__ import annotations
 
@@ -23,10 +30,11 @@ from robot_drivers.embodiment import FRANKA_PANDA, Embodiment
 from robot_drivers.hardware import ArmDriverCore
 from robot_drivers.safety import SafetyConfig
 from robot_drivers.sim.franka_cubes import FrankaCubeSim
-from vla_policy.runtime import PolicyRuntime
+from vla_policy.runtime import PolicyRuntime, RuntimeConfig
 from vla_training.experts import Task, task_success
 
-__all__ = ['Topics', 'EpisodeResult', 'ExpertController', 'RuntimeController', 'run_episode', 'EPISODE_STEPS']
+__all__ = ['Topics', 'EpisodeResult', 'ExpertController', 'RuntimeController', 'run_episode', 'EPISODE_STEPS',
+           'command_jerk']
 
 # Control ticks per episode (10 Hz): the expert needs ~25 ticks to reach, ~40 to pick and lift.
 EPISODE_STEPS = {'reach': 40, 'pick': 60}
@@ -56,6 +64,33 @@ class EpisodeResult:
     frames: List[np.ndarray] = field(default_factory=list)
     safety_events: int = 0
     inferences: int = 0
+    jerk: float = 0.0              # RMS jerk of the commanded arm joints, rad/s^3 (command_jerk)
+    commands: int = 0              # trajectories the controller published
+    jerk_steady: float = 0.0       # the same over the windows that begin after the first command's tick:
+    #                                without the start from rest, which dominates short episodes
+
+
+def command_jerk(setpoints: np.ndarray, dt: float) -> float:
+    """RMS of the third difference of commanded positions, ``sqrt(mean((diff(q, 3) / dt^3)^2))``.
+
+    Args:
+        setpoints: ``(T, J)`` commanded positions, one row per control tick (rad).
+        dt: control period (s).
+
+    Returns:
+        RMS jerk in rad/s^3 over all ticks and joints; 0.0 for fewer than 4 ticks.
+
+    Raises:
+        ValueError: ``setpoints`` not 2-D or ``dt`` not > 0.
+    """
+    q = np.asarray(setpoints, np.float64)
+    if q.ndim != 2:
+        raise ValueError(f'setpoints must be (T, J), got shape {q.shape}')
+    if not dt > 0:
+        raise ValueError(f'dt must be > 0, got {dt}')
+    if q.shape[0] < 4 or q.shape[1] == 0:
+        return 0.0
+    return float(np.sqrt(np.mean((np.diff(q, n=3, axis=0) / dt ** 3) ** 2)))
 
 
 class ExpertController:
@@ -80,6 +115,25 @@ class RuntimeController:
 
     def __init__(self, runtime: PolicyRuntime, topics: Topics = Topics()) -> None:
         self.runtime, self.topics = runtime, topics
+
+    @classmethod
+    def build(cls, policy: Any, embodiment: Embodiment, config: Optional[RuntimeConfig] = None, *,
+              simulated_latency_s: Optional[float] = None, topics: Topics = Topics()) -> 'RuntimeController':
+        """A controller around a new :class:`PolicyRuntime`.
+
+        ``simulated_latency_s`` (s) given: the runtime's backend is a
+        :class:`~vla_policy.inference.SimulatedLatencyBackend` (each chunk is ready that long after
+        its request, in sim time); None: the backend ``config.inference`` names.
+
+        Raises:
+            ValueError: a negative latency, or what :class:`PolicyRuntime` raises (e.g. ``rtc``
+                for a policy without guidance).
+        """
+        backend = None
+        if simulated_latency_s is not None:
+            from vla_policy.inference import SimulatedLatencyBackend
+            backend = SimulatedLatencyBackend(simulated_latency_s)
+        return cls(PolicyRuntime(policy, embodiment, config, backend=backend), topics)
 
     def on_instruction(self, msg: Any) -> None:
         self.runtime.on_instruction_msg(msg)
@@ -124,6 +178,9 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
     if hasattr(controller, 'on_instruction'):
         controller.on_instruction(instr)
     frames: List[np.ndarray] = []
+    setpoints: List[np.ndarray] = []       # driver setpoint at each control tick, for the jerk
+    commands = 0
+    first_command: Optional[int] = None
     events = 0
     noise_rng = np.random.default_rng(seed + 104_729)
     offset = np.zeros(emb.dof)
@@ -141,6 +198,8 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
             frames.append(sim.render(size=frame_size, fast=False))
         traj = controller(now, image_msg, joint_msg, types)
         if traj is not None:
+            commands += 1
+            first_command = k if first_command is None else first_command
             emit(topics.command, 'trajectory_msgs/msg/JointTrajectory', traj, now)
             names, pos, tfs = conv.trajectory_to_arrays(traj, source=topics.command)
             if action_noise > 0:
@@ -151,12 +210,18 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
                 pos = pos + offset[emb.index_of(names)][None]
             driver.on_trajectory(names, pos, tfs, now, now)
         for i in range(n_sub):
-            _, ev = driver.tick(now + i * dt / n_sub)
+            setpoint, ev = driver.tick(now + i * dt / n_sub)
+            if i == 0:
+                setpoints.append(setpoint)
             events += len(ev)
             sim.step(dt / n_sub)
     cube = sim.cube_positions()[task.colour]
+    arm = [i for i, j in enumerate(emb.joints) if j.kind == 'revolute']
+    q_arm = np.asarray(setpoints)[:, arm]
+    steady = q_arm[(first_command if first_command is not None else steps) + 1:]
     return EpisodeResult(
         task=task, seed=seed, success=task_success(sim, task, initial), steps=steps,
         final_distance=float(np.linalg.norm(sim.ee_position() - cube)),
         lift=float(cube[2] - initial[task.colour][2]), frames=frames, safety_events=events,
-        inferences=getattr(getattr(controller, 'runtime', None), 'inferences', 0))
+        inferences=getattr(getattr(controller, 'runtime', None), 'inferences', 0),
+        jerk=command_jerk(q_arm, dt), commands=commands, jerk_steady=command_jerk(steady, dt))

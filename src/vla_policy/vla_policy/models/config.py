@@ -88,12 +88,18 @@ class HeadConfig:
     """Action head: feature (B, D) [+ state (B, S)] -> chunk (B, H, A).
 
     Attributes:
-        name: registry key (``'mlp'``).
+        name: registry key (``'mlp'`` regression, ``'flow'`` flow matching).
         hidden: hidden width.
-        n_layers: number of hidden layers.
-        loss: ``'l1'`` (ACT / LeRobot default for action chunks) or ``'mse'``.
+        n_layers: number of hidden layers (``flow``: residual blocks).
+        loss: ``'l1'`` (ACT / LeRobot default for action chunks) or ``'mse'``; ``mlp`` only (``flow``
+            always regresses its velocity with the squared error, the flow-matching objective).
         use_state: concatenate the newest normalized state to the feature.
         dropout: dropout between hidden layers.
+    Attributes (flow, pi0: Black et al. 2024, arXiv 2410.24164, appendix B):
+        num_steps: Euler integration steps when sampling (pi0: 10).
+        time_dim: width of the sinusoidal flow-time embedding (even).
+        time_alpha, time_beta: training times ``tau = time_s * (1 - b)``, ``b ~ Beta(alpha, beta)``.
+        time_s: largest training time ``s`` (pi0: 0.999).
     """
 
     name: str = 'mlp'
@@ -102,6 +108,12 @@ class HeadConfig:
     loss: str = 'l1'              # L1 is robust to multimodal demos (ACT, Zhao et al. 2023)
     use_state: bool = True        # proprioception helps absolute-position targets
     dropout: float = 0.0          # tiny datasets: rely on augmentation instead
+    # --- flow (pi0 flow matching) ---
+    num_steps: int = 10           # pi0's 10 Euler steps: 10 small head passes, the backbone runs once
+    time_dim: int = 64            # sincos embedding; openpi embeds tau at the action width, 64 suffices for a scalar
+    time_alpha: float = 1.5       # pi0: Beta(1.5, 1) over (s - tau) / s emphasises noisy (low) times
+    time_beta: float = 1.0
+    time_s: float = 0.999         # pi0's cut-off s: times above s are never trained
 
     def __post_init__(self) -> None:
         if self.loss not in ('l1', 'mse'):
@@ -110,6 +122,16 @@ class HeadConfig:
             raise ValueError(f'head.hidden and head.n_layers must be >= 1, got {self.hidden}, {self.n_layers}')
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f'head.dropout must be in [0, 1), got {self.dropout}')
+        if int(self.num_steps) != self.num_steps or self.num_steps < 1:
+            raise ValueError(f'head.num_steps must be an integer >= 1, got {self.num_steps}')
+        self.num_steps = int(self.num_steps)
+        if self.time_dim < 2 or self.time_dim % 2:
+            raise ValueError(f'head.time_dim must be even and >= 2, got {self.time_dim}')
+        if not (self.time_alpha > 0 and self.time_beta > 0):
+            raise ValueError(f'head.time_alpha and head.time_beta must be > 0, got {self.time_alpha}, '
+                             f'{self.time_beta}')
+        if not 0.0 < self.time_s <= 1.0:
+            raise ValueError(f'head.time_s must be in (0, 1], got {self.time_s}')
 
 
 @dataclass

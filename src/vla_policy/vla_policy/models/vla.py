@@ -7,7 +7,7 @@ Batch keys (all torch tensors):
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -49,11 +49,23 @@ class VLA(nn.Module):
         last = state[:, -1] if state is not None else None  # (B, S)
         return feat, last
 
-    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Predicted normalized action chunk (B, H, A). Raises KeyError/ValueError on a malformed batch."""
+    def features(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(feature (B, D), newest normalized state (B, S) or None)``: the head's inputs.
+
+        For callers that drive the head themselves (RTC guided sampling, :mod:`vla_policy.rtc`).
+        Raises KeyError/ValueError on a malformed batch.
+        """
         self._check(batch, need_actions=False)
-        feat, last = self._feature(batch)
-        return self.head(feat, last)
+        return self._feature(batch)
+
+    def forward(self, batch: Dict[str, torch.Tensor], **head_kwargs: Any) -> torch.Tensor:
+        """Predicted normalized action chunk (B, H, A). Raises KeyError/ValueError on a malformed batch.
+
+        ``head_kwargs`` go to the head's forward: a sampling head (``flow``) takes ``noise``,
+        ``generator`` and ``num_steps``.
+        """
+        feat, last = self.features(batch)
+        return self.head(feat, last, **head_kwargs)
 
     def loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, float]]:
         """Training loss (scalar) and a dict of logged values."""

@@ -1,2 +1,2 @@
 """Built-in action heads; importing this package registers them (add a module + import for a new family)."""
-from . import mlp  # noqa: F401
+from . import flow, mlp  # noqa: F401

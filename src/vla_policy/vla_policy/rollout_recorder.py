@@ -1,0 +1,313 @@
+"""Record policy rollouts as rosbag2 (MCAP) episodes that ``train`` reads (ROS-free; DAgger data).
+
+``policy_node`` with ``record_rollouts:=<dir>`` opens one :class:`RolloutRecorder` episode per
+activation (``activate`` starts it, ``deactivate`` / shutdown closes it) and writes, with the node
+clock's receive times:
+
+============================  ==================================  =====================================
+topic (parameter)             type                                what
+============================  ==================================  =====================================
+``image_topic``               sensor_msgs/Image (CompressedImage) every camera message received
+``joint_states_topic``        sensor_msgs/JointState              every joint state received
+``instruction_topic``         std_msgs/String (latched QoS)       the instruction at the episode start
+                                                                  and each change
+``record_command_topic``      trajectory_msgs/JointTrajectory     per control tick, the plan row the
+(default: the controller's                                        runtime executes at that tick
+``/arm_controller/...``)                                          (:func:`executed_row`), one point
+``command_topic``             trajectory_msgs/JointTrajectory     each command the node published
+============================  ==================================  =====================================
+
+The first four are the topics ``vla_training``'s bag reader reads with the robot's parameter file
+(``BagTopics.from_robot_config``: camera, joint states and instruction from ``policy_node``, the
+command from ``arm_driver_node.output_topic``), so a directory of rollouts is a training set as it
+is: ``ros2 run vla_training train --bags <dir>``. The per-tick row is what the runtime asked the
+arm for, before the arm driver's safety filter; a correction sent by a person straight to the
+controller is not in it (record those with ``record_robot``).
+
+Messages are serialized as CDR: rosbags messages (``__msgtype__``) with the rosbags Jazzy type
+store, anything else with the ``serialize`` callable given (``rclpy.serialization.serialize_message``
+in the node), so both produce the bytes ``ros2 bag record`` stores. The offered QoS recorded per
+topic is what a live ``ros2 bag record`` stores for such publishers (sensor data: best effort depth
+5; commands: reliable depth 10; instruction: reliable transient local depth 1), so ``ros2 bag play``
+re-offers it.
+
+An episode is written into ``<dir>/.rollout_NNNN.tmp-<random>/rollout_NNNN`` and renamed onto
+``<dir>/rollout_NNNN`` when it is closed; :meth:`RolloutRecorder.abort` (or an error while closing)
+removes it, so a crash never leaves a half-written bag under a bag's name.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import numpy as np
+
+__all__ = ['RolloutTopics', 'RolloutRecorder', 'executed_row', 'EPISODE_PREFIX']
+
+PathLike = Union[str, Path]
+EPISODE_PREFIX = 'rollout_'
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED = 'sensor_msgs/msg/CompressedImage'
+JOINT_STATE = 'sensor_msgs/msg/JointState'
+STRING = 'std_msgs/msg/String'
+TRAJECTORY = 'trajectory_msgs/msg/JointTrajectory'
+# (history depth, reliability, durability) of the QoS a Jazzy `ros2 bag record` stores for each
+# kind of publisher (rclcpp SensorDataQoS, the rclcpp default, a latched publisher; REP-2003).
+_QOS = {'sensor': (5, 'BEST_EFFORT', 'VOLATILE'), 'reliable': (10, 'RELIABLE', 'VOLATILE'),
+        'latched': (1, 'RELIABLE', 'TRANSIENT_LOCAL')}
+
+
+@dataclass(frozen=True)
+class RolloutTopics:
+    """Topic names of a rollout bag (absolute names; see the module docstring's table).
+
+    ``command`` may be ``''``: the published commands are then not recorded.
+
+    Raises:
+        ValueError: a name (other than an empty ``command``) that is not absolute, or two roles on one topic.
+    """
+
+    image: str = '/camera/image_raw'
+    joint_states: str = '/joint_states'
+    instruction: str = '/vla/instruction'
+    executed: str = '/arm_controller/joint_trajectory'
+    command: str = '/vla/joint_trajectory'
+
+    def __post_init__(self) -> None:
+        for role in ('image', 'joint_states', 'instruction', 'executed', 'command'):
+            v = getattr(self, role)
+            if role == 'command' and v == '':
+                continue
+            if not isinstance(v, str) or not v.startswith('/'):
+                raise ValueError(f'rollout topic {role} must be an absolute topic name like "/x", got {v!r}')
+        names = [t for t in (self.image, self.joint_states, self.instruction, self.executed, self.command) if t]
+        if len(set(names)) != len(names):
+            raise ValueError(f'rollout topics must differ, got {names}')
+
+    @property
+    def image_type(self) -> str:
+        """``CompressedImage`` for a topic ending in ``/compressed`` (as policy_node subscribes), else ``Image``."""
+        return COMPRESSED if self.image.rstrip('/').endswith('/compressed') else IMAGE
+
+    def types(self) -> Dict[str, Tuple[str, str]]:
+        """``{topic: (msgtype, QoS kind)}`` of the topics recorded."""
+        out = {self.image: (self.image_type, 'sensor'), self.joint_states: (JOINT_STATE, 'sensor'),
+               self.instruction: (STRING, 'latched'), self.executed: (TRAJECTORY, 'reliable')}
+        if self.command:
+            out[self.command] = (TRAJECTORY, 'reliable')
+        return out
+
+
+def executed_row(positions: np.ndarray, stamp: float, dt: float, now: float) -> Tuple[np.ndarray, int]:
+    """The row of a trajectory command the arm is moving to at control time ``now``.
+
+    A command published at ``stamp`` with ``positions (P, J)`` asks for row ``k`` at
+    ``stamp + (k + 1) * dt`` (:class:`vla_policy.runtime.TrajectoryCommand`), so at the control
+    tick ``stamp + k * dt`` the arm heads for row ``k``: ``k = round((now - stamp) / dt)`` (control
+    ticks fall on multiples of ``dt`` after the tick that published the command; rounding absorbs
+    timer jitter and the float error of epoch times), clipped to ``[0, P - 1]`` (after the last
+    row it holds it). Training reads point 0 of a command as the action, the position due one
+    period later, which is this row. Returns ``(row (J,), k)``.
+
+    Raises:
+        ValueError: ``positions`` not (P >= 1, J) or ``dt`` not > 0.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[0] < 1:
+        raise ValueError(f'positions must be (P >= 1, J), got {positions.shape}')
+    if not dt > 0:
+        raise ValueError(f'dt must be > 0, got {dt}')
+    k = int(round((float(now) - float(stamp)) / float(dt)))
+    k = min(max(k, 0), positions.shape[0] - 1)
+    return positions[k], k
+
+
+def _qos(kind: str) -> Any:
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                    QosTime)
+    depth, reliability, durability = _QOS[kind]
+    inf = QosTime(9223372036, 854775807)   # RMW_DURATION_INFINITE as rmw reports it
+    return Qos(history=QosHistory.KEEP_LAST, depth=depth, reliability=QosReliability[reliability],
+               durability=QosDurability[durability], deadline=inf, lifespan=inf,
+               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=inf,
+               avoid_ros_namespace_conventions=False)
+
+
+class RolloutRecorder:
+    """Writes rollout episodes under ``directory``; one open episode at a time.
+
+    Args:
+        directory: where episodes go (created if needed): ``rollout_0000``, ``rollout_0001``, ...
+            (the next free number).
+        topics: :class:`RolloutTopics`.
+        serialize: ``msg -> CDR bytes`` for messages that are not rosbags messages (the node
+            passes ``rclpy.serialization.serialize_message``); None = rosbags messages only.
+        storage: ``'mcap'`` (default, what ``record_robot`` records) or ``'sqlite3'``.
+
+    Attributes:
+        path: the open episode's final path (None when none is open).
+        counts: ``{topic: messages written}`` of the open (or last) episode.
+
+    Raises:
+        ValueError: unknown storage.
+    """
+
+    def __init__(self, directory: PathLike, topics: RolloutTopics, *,
+                 serialize: Optional[Callable[[Any], bytes]] = None, storage: str = 'mcap') -> None:
+        if storage not in ('mcap', 'sqlite3'):
+            raise ValueError(f"rollout storage must be 'mcap' or 'sqlite3', got {storage!r}")
+        self.directory = Path(directory)
+        self.topics = topics
+        self.serialize = serialize
+        self.storage = storage
+        self.path: Optional[Path] = None
+        self.counts: Dict[str, int] = {}
+        self._tmp: Optional[Path] = None
+        self._writer: Any = None
+        self._conns: Dict[str, Tuple[Any, str]] = {}
+        self._instruction: Optional[str] = None
+
+    @property
+    def recording(self) -> bool:
+        return self._writer is not None
+
+    def _next_path(self) -> Path:
+        taken = {p.name for p in self.directory.iterdir()} if self.directory.is_dir() else set()
+        i = 0
+        while f'{EPISODE_PREFIX}{i:04d}' in taken:
+            i += 1
+        return self.directory / f'{EPISODE_PREFIX}{i:04d}'
+
+    def start(self, t_sec: float, instruction: Optional[str] = None) -> Path:
+        """Open a new episode at ``t_sec`` (s since the epoch); the instruction in force, if any, is
+        its first message. Returns the path the episode will have once closed.
+
+        Raises:
+            RuntimeError: an episode is open. OSError: the directory cannot be written.
+        """
+        if self._writer is not None:
+            raise RuntimeError(f'rollout {self.path} is still open; stop() it first')
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        from robot_drivers.conversions import typestore
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._next_path()
+        tmp = self.directory / f'.{path.name}.tmp-{uuid.uuid4().hex[:12]}'
+        tmp.mkdir()
+        try:
+            plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
+            writer = Writer(tmp / path.name, version=9, storage_plugin=plugin)
+            writer.open()
+            ts = typestore()
+            self._conns = {topic: (writer.add_connection(topic, msgtype, typestore=ts, serialization_format='cdr',
+                                                         offered_qos_profiles=[_qos(kind)]), msgtype)
+                           for topic, (msgtype, kind) in self.topics.types().items()}
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._writer, self._tmp, self.path = writer, tmp, path
+        self.counts = {t: 0 for t in self._conns}
+        self._instruction = None
+        if instruction:
+            self.instruction(instruction, t_sec)
+        return path
+
+    def write(self, topic: str, msg: Any, t_sec: float) -> None:
+        """Record ``msg`` on ``topic`` at receive time ``t_sec`` (s). Does nothing when no episode is open.
+
+        Raises:
+            KeyError: ``topic`` is not one of the episode's. ValueError: ``t_sec`` negative or not
+                finite, a rosbags message of another type, or an rclpy message without ``serialize``.
+        """
+        if self._writer is None:
+            return
+        if topic not in self._conns:
+            raise KeyError(f'rollout {self.path}: topic {topic} is not recorded; topics: {sorted(self._conns)}')
+        conn, msgtype = self._conns[topic]
+        t = float(t_sec)
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f'rollout {self.path}: topic {topic}: time must be finite and >= 0 s, got {t_sec}')
+        got = getattr(msg, '__msgtype__', None)
+        if got is not None:
+            if got != msgtype:
+                raise ValueError(f'rollout {self.path}: topic {topic} takes {msgtype}, got {got}')
+            from robot_drivers.conversions import typestore
+            data = typestore().serialize_cdr(msg, msgtype)
+        elif self.serialize is not None:
+            data = self.serialize(msg)
+        else:
+            raise ValueError(f'rollout {self.path}: topic {topic}: {type(msg).__name__} is not a rosbags message '
+                             'and no serialize function was given')
+        self._writer.write(conn, int(round(t * 1e9)), bytes(data))
+        self.counts[topic] += 1
+
+    def instruction(self, text: str, t_sec: float, string_type: Any = None) -> None:
+        """Record the instruction ``text`` at ``t_sec`` when it differs from the last one recorded.
+
+        ``string_type``: the ``std_msgs/String`` class to build (rclpy's in the node, then
+        serialized with ``serialize``); default the rosbags one.
+        """
+        if self._writer is None or text == self._instruction:
+            return
+        if string_type is None:
+            from robot_drivers.conversions import typestore
+            string_type = typestore().types[STRING]
+        self.write(self.topics.instruction, string_type(data=str(text)), t_sec)
+        self._instruction = text
+
+    def executed(self, command: Any, now: float, types: Any) -> Optional[int]:
+        """Record, at control tick ``now``, the row of ``command`` (a
+        :class:`~vla_policy.runtime.TrajectoryCommand`: ``joint_names, positions (P, J), dt, stamp``)
+        that the arm is moving to (:func:`executed_row`) as a one-point JointTrajectory stamped
+        ``now`` on the executed topic, built from ``types``
+        (:class:`robot_drivers.conversions.MessageTypes`). Returns the row index (None when no
+        episode is open or ``command`` is None: nothing is executed, the driver holds).
+        """
+        if self._writer is None or command is None:
+            return None
+        from robot_drivers.conversions import arrays_to_trajectory
+        row, k = executed_row(command.positions, command.stamp, command.dt, now)
+        self.write(self.topics.executed, arrays_to_trajectory(command.joint_names, row[None], now, types,
+                                                              dt=command.dt), now)
+        return k
+
+    def stop(self) -> Optional[Path]:
+        """Close the open episode and rename it onto its final path; returns it (None when none was
+        open). An episode with no executed command is discarded (None): ``train`` could not use it.
+
+        Raises:
+            OSError / rosbags errors while finishing the file (the episode is removed first).
+        """
+        if self._writer is None:
+            return None
+        writer, tmp, path = self._writer, self._tmp, self.path
+        self._writer = None
+        try:
+            writer.close()
+            if not self.counts.get(self.topics.executed):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return None
+            if path.exists():
+                raise FileExistsError(f'rollout {path} appeared while recording; not overwriting it')
+            os.rename(tmp / path.name, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    def abort(self) -> None:
+        """Discard the open episode (nothing is left on disk)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the directory is removed either way
+                pass
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
