@@ -19,10 +19,11 @@ Why a thread and not a process: the model call is almost entirely torch operator
 Python bindings release the GIL inside each operator, so a worker thread computing does not stall
 the control loop. Measured on the 2-core development machine (``benchmarks/handover_eval.py``,
 ``benchmarks/results/handover.json`` key ``thread_jitter``): a 30 Hz loop feeding real messages
-through this runtime while the worker thread ran a 111 ms torch transformer back to back (one
-torch thread) woke up with a p99 lateness of 3.4 ms (0.2 ms while the worker only slept as long),
-0 of 180 ticks more than half a period late, a command on every tick. A process would add little
-per request (a 224x224 observation through a ``multiprocessing`` pipe and back: 0.23 ms p50) but
+through this runtime while the worker thread ran a 108 ms torch transformer back to back (one
+torch thread) woke up with a p99 lateness of 0.19 ms (0.18 ms while the worker only slept as
+long), 0 ticks more than half a period late, a command on every tick (3.4 ms p99 in an earlier
+run while other jobs loaded both cores). A process would add little per request (a 224x224
+observation through a ``multiprocessing`` pipe and back: 0.22 ms p50) but
 would hold a second copy of the model, need its own start-up, shutdown and crash handling, and
 buys nothing the measurement asks for. The process (and machine) boundary that does pay is a GPU
 server: :class:`~vla_policy.remote.RemotePolicy` runs in this same worker thread.
@@ -146,15 +147,21 @@ def _run(backend: InferenceBackend, history, guide) -> tuple:
     return chunk, error, time.monotonic() - t0
 
 
-class SyncBackend(InferenceBackend):
-    """Infer inside :meth:`submit`; the result is ready at the request time (``latency_s`` = wall time of the call)."""
+class _InlineBackend(InferenceBackend):
+    """Computes in :meth:`submit`, holds the one result until :meth:`poll` is called at or after
+    its ready time (request time + :meth:`_latency`)."""
 
-    name = 'sync'
-    is_async = False
+    #: A result is released when ``now >= ready_time - TIME_TOLERANCE_S`` (clock rounding of
+    #: large stamps such as 1.8e9 s is ~2.4e-7 s).
+    TIME_TOLERANCE_S = 1e-6
 
     def __init__(self) -> None:
         super().__init__()
         self._result: Optional[InferenceResult] = None
+
+    def _latency(self, took: float) -> float:
+        """Seconds of runtime clock from the request to the result, given the call's wall time."""
+        raise NotImplementedError
 
     @property
     def busy(self) -> bool:
@@ -163,17 +170,32 @@ class SyncBackend(InferenceBackend):
     def submit(self, history, request_now, guide=None) -> None:
         self._check_open()
         if self.busy:
-            raise RuntimeError('SyncBackend: the previous result has not been polled')
+            raise RuntimeError(f'{type(self).__name__}: the previous result has not been polled')
         chunk, error, took = _run(self, history, guide)
-        self._result = InferenceResult(chunk, error, float(request_now), float(request_now), took, took,
-                                       guide is not None)
+        t = float(request_now)
+        latency = self._latency(took)
+        ready = t if not self.is_async else t + latency
+        self._result = InferenceResult(chunk, error, t, ready, latency, took, guide is not None)
 
     def poll(self, now: float) -> Optional[InferenceResult]:
-        out, self._result = self._result, None
-        return out
+        r = self._result
+        if r is None or float(now) < r.ready_time - self.TIME_TOLERANCE_S:
+            return None
+        self._result = None
+        return r
 
 
-class SimulatedLatencyBackend(InferenceBackend):
+class SyncBackend(_InlineBackend):
+    """Infer inside :meth:`submit`; the result is ready at the request time (``latency_s`` = wall time of the call)."""
+
+    name = 'sync'
+    is_async = False
+
+    def _latency(self, took: float) -> float:
+        return took
+
+
+class SimulatedLatencyBackend(_InlineBackend):
     """Compute inline, release the result when the runtime clock reaches ``request_time + latency_s``.
 
     For closed-loop evaluation in simulated time: the runtime sees exactly what a model taking
@@ -185,9 +207,6 @@ class SimulatedLatencyBackend(InferenceBackend):
 
     name = 'simulated'
     is_async = True
-    #: A result is released when ``now >= ready_time - TIME_TOLERANCE_S`` (clock rounding of
-    #: large stamps such as 1.8e9 s is ~2.4e-7 s).
-    TIME_TOLERANCE_S = 1e-6
 
     def __init__(self, latency_s: float) -> None:
         super().__init__()
@@ -195,26 +214,9 @@ class SimulatedLatencyBackend(InferenceBackend):
         if not (math.isfinite(latency_s) and latency_s >= 0):
             raise ValueError(f'simulated latency must be a finite number >= 0 s, got {latency_s}')
         self.latency_s = latency_s
-        self._result: Optional[InferenceResult] = None
 
-    @property
-    def busy(self) -> bool:
-        return self._result is not None
-
-    def submit(self, history, request_now, guide=None) -> None:
-        self._check_open()
-        if self.busy:
-            raise RuntimeError('SimulatedLatencyBackend: a request is in flight')
-        chunk, error, took = _run(self, history, guide)
-        t = float(request_now)
-        self._result = InferenceResult(chunk, error, t, t + self.latency_s, self.latency_s, took, guide is not None)
-
-    def poll(self, now: float) -> Optional[InferenceResult]:
-        r = self._result
-        if r is None or float(now) < r.ready_time - self.TIME_TOLERANCE_S:
-            return None
-        self._result = None
-        return r
+    def _latency(self, took: float) -> float:
+        return self.latency_s
 
 
 class ThreadBackend(InferenceBackend):

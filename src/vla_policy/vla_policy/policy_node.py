@@ -66,6 +66,7 @@ from __future__ import annotations
 import robot_drivers.quiet_start  # noqa: F401,I001  (first: Ctrl-C during start-up exits quietly)
 
 import dataclasses
+import gc
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -235,6 +236,11 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.configure_error = None
         self._state = 'inactive'
+        # The model and its tensors live as long as the node: move them out of the collector's
+        # view, so a full garbage collection no longer walks them in the middle of a control tick
+        # (measured in benchmarks/runtime_bench.py: a 100 ms pause and a command 56 ms late in
+        # 20 s without this; no pause over about 1 ms with it).
+        gc.freeze()
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
