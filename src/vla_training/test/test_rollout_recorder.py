@@ -7,15 +7,8 @@ from robot_drivers.embodiment import FRANKA_PANDA
 from vla_policy.contracts import ActionChunk
 from vla_policy.rollout_recorder import RolloutRecorder, RolloutTopics, executed_row
 from vla_policy.runtime import PolicyRuntime, RuntimeConfig
+from vla_training import bag_dataset
 
-
-
-@pytest.fixture
-def bag_dataset():
-    """vla_training's reader. Imported per test, not at module level: under `colcon test` of this
-    package alone vla_training is not on the path, and a module-level skip there (with ROS's
-    launch_testing pytest plugin loaded) makes pytest collect no test of the package at all."""
-    return pytest.importorskip('vla_training.bag_dataset', reason='vla_training reads the recorded bags')
 
 T0 = 1_700_000_000.0   # an epoch time, as the node clock gives
 DT = FRANKA_PANDA.dt
@@ -77,7 +70,7 @@ def _run(tmp_path, ticks, instructions=None, n_action_steps=4):
     return path, np.array(fed_q), executed, rec
 
 
-def test_a_recorded_runtime_run_reads_back_as_a_training_episode(tmp_path, bag_dataset):
+def test_a_recorded_runtime_run_reads_back_as_a_training_episode(tmp_path):
     ticks = 30
     path, fed_q, executed, rec = _run(tmp_path, ticks)
     assert path == tmp_path / 'rollouts' / 'rollout_0000' and (path / 'metadata.yaml').is_file()
@@ -96,7 +89,7 @@ def test_a_recorded_runtime_run_reads_back_as_a_training_episode(tmp_path, bag_d
     assert ep.instructions == ['reach the red cube'] * ticks
 
 
-def test_each_activation_is_a_new_episode_and_an_instruction_change_is_recorded(tmp_path, bag_dataset):
+def test_each_activation_is_a_new_episode_and_an_instruction_change_is_recorded(tmp_path):
     _run(tmp_path, 12)
     path, _, _, _ = _run(tmp_path, 16, instructions={0: 'reach the red cube', 8: 'reach the blue cube'})
     assert path.name == 'rollout_0001'

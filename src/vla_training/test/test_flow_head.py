@@ -15,6 +15,9 @@ from vla_policy.contracts import Observation  # noqa: E402
 from vla_policy.models import VLA, VLAConfig  # noqa: E402
 from vla_policy.models.heads.flow import euler_integrate, sample_flow_time  # noqa: E402
 from vla_policy.policy import VLAPolicy  # noqa: E402
+from vla_training.bag_dataset import read_episodes  # noqa: E402
+from vla_training.record import RecordConfig, record_demos  # noqa: E402
+from vla_training.train import TrainConfig, _Data, build_arrays, train  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -25,31 +28,17 @@ CFG = {'backbone': {'name': 'film_cnn', 'image_size': 48, 'channels': [16, 32, 3
 
 
 @pytest.fixture(scope='module')
-def vt():
-    """vla_training's recorder, reader and trainer (a fixture, not a module-level skip: with ROS's
-    launch_testing plugin loaded a module-level skip ends the whole session's collection)."""
-    reason = 'the flow head is trained on demos recorded by vla_training'
-    ns = {}
-    for mod, names in (('vla_training.bag_dataset', ['read_episodes']),
-                       ('vla_training.record', ['RecordConfig', 'record_demos']),
-                       ('vla_training.train', ['TrainConfig', '_Data', 'build_arrays', 'train'])):
-        m = pytest.importorskip(mod, reason=reason)
-        ns.update({n: getattr(m, n) for n in names})
-    return type('VlaTraining', (), ns)
-
-
-@pytest.fixture(scope='module')
-def episodes(vt, tmp_path_factory):
+def episodes(tmp_path_factory):
     out = tmp_path_factory.mktemp('flow_demos')
-    bags = vt.record_demos(vt.RecordConfig(episodes=4, output=str(out), workers=1, tasks=('reach',)), progress=False)
-    return vt.read_episodes(bags, FRANKA_PANDA)
+    bags = record_demos(RecordConfig(episodes=4, output=str(out), workers=1, tasks=('reach',)), progress=False)
+    return read_episodes(bags, FRANKA_PANDA)
 
 
 @pytest.fixture(scope='module')
-def trained(vt, episodes, tmp_path_factory):
+def trained(episodes, tmp_path_factory):
     out = tmp_path_factory.mktemp('flow_run')
     cfg = VLAConfig.from_dict(CFG)
-    res = vt.train(episodes, cfg, vt.TrainConfig(steps=500, batch_size=32, lr=2e-3, warmup_steps=10, log_every=25,
+    res = train(episodes, cfg, TrainConfig(steps=500, batch_size=32, lr=2e-3, warmup_steps=10, log_every=25,
                                            eval_fraction=0.0, augment_shift=0, output_dir=str(out)),
                 progress=False)
     return res
@@ -74,7 +63,7 @@ def test_euler_integrates_a_known_flow_exactly():
         euler_integrate(lambda x, t: x, noise, 0)
 
 
-def test_flow_head_trains_on_sim_bags_and_samples_the_demonstrated_chunks(vt, trained, episodes):
+def test_flow_head_trains_on_sim_bags_and_samples_the_demonstrated_chunks(trained, episodes):
     res = trained
     first = np.mean([v for _, v in res.losses[:10]])
     last = np.mean([v for _, v in res.losses[-20:]])
@@ -82,8 +71,8 @@ def test_flow_head_trains_on_sim_bags_and_samples_the_demonstrated_chunks(vt, tr
 
     model, cfg, stats, tok, _ = load_checkpoint(res.checkpoint_dir)
     assert cfg.head.name == 'flow'
-    arr = vt.build_arrays(episodes, cfg)
-    data = vt._Data(arr, np.arange(len(arr['actions'])), stats, tok, cfg, 'cpu')
+    arr = build_arrays(episodes, cfg)
+    data = _Data(arr, np.arange(len(arr['actions'])), stats, tok, cfg, 'cpu')
     batch = data.batch(torch.arange(len(data)))
     with torch.no_grad():
         pred = model(batch, generator=torch.Generator().manual_seed(0))  # (N, H, A) normalized
@@ -96,13 +85,13 @@ def test_flow_head_trains_on_sim_bags_and_samples_the_demonstrated_chunks(vt, tr
     assert err < 0.25 * err_noise, (float(err), float(err_noise))
 
 
-def test_save_load_gives_identical_samples_with_a_fixed_generator(vt, trained, episodes, tmp_path):
+def test_save_load_gives_identical_samples_with_a_fixed_generator(trained, episodes, tmp_path):
     model, cfg, stats, tok, _ = load_checkpoint(trained.checkpoint_dir)
     path = save_checkpoint(tmp_path / 'again', model, cfg, stats, tok)
     model2, cfg2, *_ = load_checkpoint(path)
     assert cfg2 == cfg and cfg2.head.num_steps == 10
-    arr = vt.build_arrays(episodes[:1], cfg)
-    batch = vt._Data(arr, np.arange(8), stats, tok, cfg, 'cpu').batch(torch.arange(8))
+    arr = build_arrays(episodes[:1], cfg)
+    batch = _Data(arr, np.arange(8), stats, tok, cfg, 'cpu').batch(torch.arange(8))
     with torch.no_grad():
         a = model(batch, generator=torch.Generator().manual_seed(5))
         b = model2(batch, generator=torch.Generator().manual_seed(5))
