@@ -29,23 +29,23 @@ store, anything else with the ``serialize`` callable given (``rclpy.serializatio
 in the node), so both produce the bytes ``ros2 bag record`` stores. The offered QoS recorded per
 topic is what a live ``ros2 bag record`` stores for such publishers (sensor data: best effort depth
 5; commands: reliable depth 10; instruction: reliable transient local depth 1), so ``ros2 bag play``
-re-offers it.
+re-offers it (:data:`robot_drivers.bag_writer.QOS_KINDS`).
 
-An episode is written into ``<dir>/.rollout_NNNN.tmp-<random>/rollout_NNNN`` and renamed onto
-``<dir>/rollout_NNNN`` when it is closed; :meth:`RolloutRecorder.abort` (or an error while closing)
-removes it, so a crash never leaves a half-written bag under a bag's name.
+Each episode is a :class:`robot_drivers.bag_writer.EpisodeBagWriter`: written into a temporary
+directory beside ``<dir>/rollout_NNNN`` and renamed onto it when closed;
+:meth:`RolloutRecorder.abort` (or an error while closing) removes it, so a crash never leaves a
+half-written bag under a bag's name.
 """
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
+
+from robot_drivers.bag_writer import STORAGES, EpisodeBagWriter
 
 __all__ = ['RolloutTopics', 'RolloutRecorder', 'executed_row', 'EPISODE_PREFIX']
 
@@ -56,10 +56,6 @@ COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 JOINT_STATE = 'sensor_msgs/msg/JointState'
 STRING = 'std_msgs/msg/String'
 TRAJECTORY = 'trajectory_msgs/msg/JointTrajectory'
-# (history depth, reliability, durability) of the QoS a Jazzy `ros2 bag record` stores for each
-# kind of publisher (rclcpp SensorDataQoS, the rclcpp default, a latched publisher; REP-2003).
-_QOS = {'sensor': (5, 'BEST_EFFORT', 'VOLATILE'), 'reliable': (10, 'RELIABLE', 'VOLATILE'),
-        'latched': (1, 'RELIABLE', 'TRANSIENT_LOCAL')}
 
 
 @dataclass(frozen=True)
@@ -127,17 +123,6 @@ def executed_row(positions: np.ndarray, stamp: float, dt: float, now: float) -> 
     return positions[k], k
 
 
-def _qos(kind: str) -> Any:
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
-                                    QosTime)
-    depth, reliability, durability = _QOS[kind]
-    inf = QosTime(9223372036, 854775807)   # RMW_DURATION_INFINITE as rmw reports it
-    return Qos(history=QosHistory.KEEP_LAST, depth=depth, reliability=QosReliability[reliability],
-               durability=QosDurability[durability], deadline=inf, lifespan=inf,
-               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=inf,
-               avoid_ros_namespace_conventions=False)
-
-
 class RolloutRecorder:
     """Writes rollout episodes under ``directory``; one open episode at a time.
 
@@ -159,17 +144,15 @@ class RolloutRecorder:
 
     def __init__(self, directory: PathLike, topics: RolloutTopics, *,
                  serialize: Optional[Callable[[Any], bytes]] = None, storage: str = 'mcap') -> None:
-        if storage not in ('mcap', 'sqlite3'):
-            raise ValueError(f"rollout storage must be 'mcap' or 'sqlite3', got {storage!r}")
+        if storage not in STORAGES:
+            raise ValueError(f'rollout storage must be one of {STORAGES}, got {storage!r}')
         self.directory = Path(directory)
         self.topics = topics
         self.serialize = serialize
         self.storage = storage
         self.path: Optional[Path] = None
         self.counts: Dict[str, int] = {}
-        self._tmp: Optional[Path] = None
         self._writer: Any = None
-        self._conns: Dict[str, Tuple[Any, str]] = {}
         self._instruction: Optional[str] = None
 
     @property
@@ -192,26 +175,18 @@ class RolloutRecorder:
         """
         if self._writer is not None:
             raise RuntimeError(f'rollout {self.path} is still open; stop() it first')
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        from robot_drivers.conversions import typestore
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._next_path()
-        tmp = self.directory / f'.{path.name}.tmp-{uuid.uuid4().hex[:12]}'
-        tmp.mkdir()
+        writer = EpisodeBagWriter(path, storage=self.storage)   # temp dir + rename: atomic
+        writer.open()
         try:
-            plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
-            writer = Writer(tmp / path.name, version=9, storage_plugin=plugin)
-            writer.open()
-            ts = typestore()
-            self._conns = {topic: (writer.add_connection(topic, msgtype, typestore=ts, serialization_format='cdr',
-                                                         offered_qos_profiles=[_qos(kind)]), msgtype)
-                           for topic, (msgtype, kind) in self.topics.types().items()}
+            for topic, (msgtype, kind) in self.topics.types().items():
+                writer.add_topic(topic, msgtype, qos=kind)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            writer.abort()
             raise
-        self._writer, self._tmp, self.path = writer, tmp, path
-        self.counts = {t: 0 for t in self._conns}
+        self._writer, self.path = writer, path
+        self.counts = {t: 0 for t in writer.topics}
         self._instruction = None
         if instruction:
             self.instruction(instruction, t_sec)
@@ -226,24 +201,18 @@ class RolloutRecorder:
         """
         if self._writer is None:
             return
-        if topic not in self._conns:
-            raise KeyError(f'rollout {self.path}: topic {topic} is not recorded; topics: {sorted(self._conns)}')
-        conn, msgtype = self._conns[topic]
-        t = float(t_sec)
-        if not (math.isfinite(t) and t >= 0):
-            raise ValueError(f'rollout {self.path}: topic {topic}: time must be finite and >= 0 s, got {t_sec}')
-        got = getattr(msg, '__msgtype__', None)
-        if got is not None:
-            if got != msgtype:
-                raise ValueError(f'rollout {self.path}: topic {topic} takes {msgtype}, got {got}')
-            from robot_drivers.conversions import typestore
-            data = typestore().serialize_cdr(msg, msgtype)
+        if topic not in self._writer.topics:
+            raise KeyError(f'rollout {self.path}: topic {topic} is not recorded; topics: {sorted(self._writer.topics)}')
+        if getattr(msg, '__msgtype__', None) is not None:
+            self._writer.write(topic, msg, t_sec)            # checks the type and the time
         elif self.serialize is not None:
-            data = self.serialize(msg)
+            t = float(t_sec)
+            if not (math.isfinite(t) and t >= 0):
+                raise ValueError(f'rollout {self.path}: topic {topic}: time must be finite and >= 0 s, got {t_sec}')
+            self._writer.write_raw(topic, bytes(self.serialize(msg)), int(round(t * 1e9)))
         else:
             raise ValueError(f'rollout {self.path}: topic {topic}: {type(msg).__name__} is not a rosbags message '
                              'and no serialize function was given')
-        self._writer.write(conn, int(round(t * 1e9)), bytes(data))
         self.counts[topic] += 1
 
     def instruction(self, text: str, t_sec: float, string_type: Any = None) -> None:
@@ -285,29 +254,15 @@ class RolloutRecorder:
         """
         if self._writer is None:
             return None
-        writer, tmp, path = self._writer, self._tmp, self.path
+        writer = self._writer
         self._writer = None
-        try:
-            writer.close()
-            if not self.counts.get(self.topics.executed):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return None
-            if path.exists():
-                raise FileExistsError(f'rollout {path} appeared while recording; not overwriting it')
-            os.rename(tmp / path.name, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        if not self.counts.get(self.topics.executed):
+            writer.abort()
+            return None
+        return writer.close()      # on error the writer removes the episode and re-raises
 
     def abort(self) -> None:
         """Discard the open episode (nothing is left on disk)."""
         writer, self._writer = self._writer, None
         if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - the directory is removed either way
-                pass
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            writer.abort()
