@@ -22,6 +22,7 @@ setup(
         'console_scripts': [
             'arm_driver_node = robot_drivers.arm_driver_node:main',
             'sim_node = robot_drivers.sim_node:main',
+            'machine_driver_node = robot_drivers.machine_driver_node:main',
         ],
     },
 )

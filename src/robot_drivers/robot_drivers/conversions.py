@@ -24,6 +24,7 @@ __all__ = [
     'image_to_numpy', 'compressed_image_to_numpy', 'numpy_to_image', 'numpy_to_compressed_image',
     'joint_state_to_arrays', 'arrays_to_joint_state',
     'trajectory_to_arrays', 'arrays_to_trajectory', 'string_msg',
+    'trajectory_fields', 'action_trajectory', 'trajectory_to_actions', 'message_class',
     'SUPPORTED_ENCODINGS', 'demosaic_bilinear', 'yuv422_to_rgb', 'image_msg_to_rgb',
 ]
 
@@ -43,6 +44,43 @@ class MessageTypes:
     JointTrajectoryPoint: Any
     uint8_seq: Callable[[np.ndarray], Any]
     float64_seq: Callable[[np.ndarray], Any]
+    flavour: str = 'rosbags'
+
+    def lookup(self, name: str) -> Any:
+        """Any message class by its full name (``'std_msgs/msg/Bool'``, ``'unitree_hg/msg/LowCmd'``)."""
+        return message_class(self, name)
+
+
+def message_class(types: MessageTypes, name: str) -> Any:
+    """The class of message ``name`` (``'pkg/msg/Name'``) in the flavour of ``types``.
+
+    rosbags: from the Jazzy type store, after registering the machine message packages
+    (:func:`robot_drivers.msgs.register_all`); rclpy: ``importlib.import_module('pkg.msg').Name``.
+
+    Raises:
+        KeyError: the type store does not know ``name`` (the known machine packages are listed).
+        ModuleNotFoundError: (rclpy) the message package is not installed; the text names it.
+        ValueError: ``name`` is not of the form ``pkg/msg/Name``.
+    """
+    parts = name.split('/')
+    if len(parts) != 3 or parts[1] != 'msg' or not all(parts):
+        raise ValueError(f'message type {name!r} is not of the form pkg/msg/Name')
+    if types.flavour == 'rclpy':  # pragma: no cover - needs a ROS 2 installation
+        import importlib
+        try:
+            mod = importlib.import_module(f'{parts[0]}.msg')
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(f'message package {parts[0]!r} (for {name}) is not installed in this ROS 2 '
+                                      f'environment: build or install it (e.g. apt install ros-$ROS_DISTRO-'
+                                      f'{parts[0].replace("_", "-")}) or choose another output') from None
+        return getattr(mod, parts[2])
+    from robot_drivers.msgs import register_all
+    store = typestore()
+    register_all(store)
+    try:
+        return store.types[name]
+    except KeyError:
+        raise KeyError(f'message type {name!r} is not in the type store') from None
 
 
 _TYPESTORE = None
@@ -87,6 +125,7 @@ def rclpy_types() -> MessageTypes:  # pragma: no cover - needs a ROS 2 installat
         JointTrajectoryPoint=JointTrajectoryPoint,
         uint8_seq=lambda a: array.array('B', np.ascontiguousarray(a, dtype=np.uint8).tobytes()),
         float64_seq=lambda a: array.array('d', np.ascontiguousarray(a, dtype=np.float64).tobytes()),
+        flavour='rclpy',
     )
 
 
@@ -496,6 +535,93 @@ def arrays_to_trajectory(names: Sequence[str], positions: np.ndarray, stamp: flo
                          effort=empty if shared else seq(_NO_VALUES),
                          time_from_start=duration(sec=sec, nanosec=nsec)))
     return types.JointTrajectory(header=header(stamp, frame_id, types), joint_names=list(names), points=pts)
+
+
+def trajectory_fields(msg: Any, *, source: str = 'joint_trajectory'
+                      ) -> Tuple[List[str], Optional[np.ndarray], Optional[np.ndarray], np.ndarray]:
+    """``JointTrajectory`` -> ``(joint_names, positions (P, J) or None, velocities (P, J) or None,
+    time_from_start (P,) s)``. A field that is empty in every point is None; NaN/Inf are kept (the
+    driver's validation decides which entries are used, see :func:`action_trajectory`).
+
+    Raises:
+        ValueError: no points, a field filled in some points only or of the wrong length (point and
+            field named), duplicate joint names, decreasing ``time_from_start``.
+    """
+    names = [str(n) for n in msg.joint_names]
+    if len(set(names)) != len(names):
+        raise ValueError(f'{source}: duplicate joint names {names}')
+    points = list(msg.points)
+    if not points:
+        raise ValueError(f'{source}: trajectory has no points')
+    out = {}
+    for fname in ('positions', 'velocities'):
+        rows = [np.asarray(getattr(p, fname), dtype=np.float64).reshape(-1) for p in points]
+        sizes = {r.shape[0] for r in rows}
+        if sizes == {0}:
+            out[fname] = None
+            continue
+        for k, r in enumerate(rows):
+            if r.shape[0] != len(names):
+                raise ValueError(f'{source}: point {k} has {r.shape[0]} {fname} for {len(names)} joints')
+        out[fname] = np.stack(rows)
+    t = np.asarray([duration_to_sec(p.time_from_start) for p in points])
+    if np.any(np.diff(t) < 0):
+        raise ValueError(f'{source}: time_from_start decreases: {t.tolist()}')
+    return names, out['positions'], out['velocities'], t
+
+
+def action_trajectory(embodiment: Any, actions: np.ndarray, stamp: float, types: MessageTypes, *,
+                      dt: Optional[float] = None, times: Optional[np.ndarray] = None, frame_id: str = '') -> Any:
+    """An action chunk as the policy's ``trajectory_msgs/JointTrajectory``, for any machine.
+
+    ``joint_names`` are the embodiment's DOFs; each point carries ``positions[i]`` for position DOFs
+    and ``velocities[i]`` for velocity DOFs. A field no DOF uses stays empty (an all-position arm
+    sends positions only, exactly as :func:`arrays_to_trajectory`; an all-velocity machine
+    velocities only); in a mixed machine both fields have one entry per DOF and the entry of the
+    field a DOF does not use is NaN ("not commanded"), as ``JointTrajectoryPoint`` requires equal
+    lengths.
+
+    Args:
+        embodiment: :class:`~robot_drivers.embodiment.Embodiment`.
+        actions: ``(P, J)`` or ``(J,)`` action rows in embodiment order (rad, m, rad/s, m/s).
+        stamp, dt, times, frame_id: as :func:`arrays_to_trajectory`.
+
+    Raises:
+        ValueError: as :func:`arrays_to_trajectory`.
+    """
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.ndim == 1:
+        actions = actions[None]
+    is_vel = np.asarray(embodiment.is_velocity, dtype=bool)
+    if actions.shape[1] != is_vel.shape[0]:
+        raise ValueError(f'embodiment {embodiment.name!r} has {is_vel.shape[0]} DOFs but actions of shape '
+                         f'{actions.shape}')
+    names = list(embodiment.joint_names)
+    if not is_vel.any():
+        return arrays_to_trajectory(names, actions, stamp, types, dt=dt, times=times, frame_id=frame_id)
+    msg = arrays_to_trajectory(names, np.where(is_vel[None], np.nan, actions), stamp, types, dt=dt, times=times,
+                               frame_id=frame_id)
+    seq = types.float64_seq
+    for pt, row in zip(msg.points, actions):
+        pt.velocities = seq(np.where(is_vel, row, np.nan))
+        if is_vel.all():
+            pt.positions = seq(_NO_VALUES)
+    return msg
+
+
+def trajectory_to_actions(msg: Any, embodiment: Any, *, source: str = 'joint_trajectory'
+                          ) -> Tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`action_trajectory`: ``(actions (P, J) float64 embodiment order,
+    time_from_start (P,) s)``.
+
+    Raises:
+        robot_drivers.safety.CommandRejected (a ValueError): unknown, forbidden, missing or duplicate
+            joints, a field a DOF needs missing, a non-finite used entry (joint and point named).
+        ValueError: an unreadable message (see :func:`trajectory_fields`).
+    """
+    from robot_drivers.machine import validate_command
+    names, pos, vel, t = trajectory_fields(msg, source=source)
+    return validate_command(embodiment, names, pos, vel, source=source), t
 
 
 def string_msg(text: str, types: MessageTypes) -> Any:

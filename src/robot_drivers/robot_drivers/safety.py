@@ -63,6 +63,7 @@ __all__ = [
     'REJECTED', 'POSITION_CLAMP', 'VELOCITY_LIMIT', 'MAX_STEP', 'ESTOP', 'ESTOP_HOLD',
     'MEASURED_OUTSIDE_LIMITS', 'WATCHDOG_HOLD', 'TIME_JUMP',
     'JOINT_STATE_MISSING', 'JOINT_STATE_STALE', 'JOINT_STATE_INVALID', 'TICK_FAILED',
+    'ACCELERATION_LIMIT', 'POSITION_BRAKE', 'INTERLOCK', 'MOTION_KINDS', 'MotionLimiter', 'braking_speed',
 ]
 
 # Edges (SafetyEvent.edge).
@@ -84,6 +85,9 @@ JOINT_STATE_MISSING = 'joint_state_missing'  # no joint state received yet: noth
 JOINT_STATE_STALE = 'joint_state_stale'      # the latest joint state is too old: nothing is commanded
 JOINT_STATE_INVALID = 'joint_state_invalid'  # a joint state message could not be used
 TICK_FAILED = 'tick_failed'                  # a driver tick raised (e.g. non-finite measured positions)
+ACCELERATION_LIMIT = 'acceleration_limit'  # velocity change beyond max_acceleration * dt, limited
+POSITION_BRAKE = 'position_brake'          # slowed so a position limit is reached without exceeding max_acceleration
+INTERLOCK = 'interlock'                    # a machine rule changed the targets (joint = the rule's name)
 
 #: The per-joint kinds :meth:`SafetyFilter.conditions` evaluates on every call.
 LIMIT_KINDS = (POSITION_CLAMP, VELOCITY_LIMIT, MAX_STEP, MEASURED_OUTSIDE_LIMITS)
@@ -97,7 +101,8 @@ SEVERITY: Dict[str, str] = {
     REJECTED: 'error', JOINT_STATE_STALE: 'error', JOINT_STATE_INVALID: 'error', TICK_FAILED: 'error',
     ESTOP: 'warning', WATCHDOG_HOLD: 'warning', TIME_JUMP: 'warning', POSITION_CLAMP: 'warning',
     MEASURED_OUTSIDE_LIMITS: 'warning', JOINT_STATE_MISSING: 'warning',
-    VELOCITY_LIMIT: 'info', MAX_STEP: 'info',
+    VELOCITY_LIMIT: 'info', MAX_STEP: 'info', ACCELERATION_LIMIT: 'info', POSITION_BRAKE: 'info',
+    INTERLOCK: 'warning',
 }
 
 #: ``(kind, joint)``: what an :class:`EdgeTracker` keys conditions by (joint ``None`` for whole-command ones).
@@ -574,3 +579,214 @@ class SafetyFilter:
             return f'step {safe[i] - m[i]:+.4g} {unit[i]} within the bound {ticks}'
 
         return safe, self.tracker.update(LIMIT_KINDS, cond, ended, dt=dt, clear_s=self.config.condition_clear_s)
+
+
+# ============================================================================ motion limiter
+#: The per-DOF kinds :meth:`MotionLimiter.step` reports.
+MOTION_KINDS = (POSITION_CLAMP, VELOCITY_LIMIT, ACCELERATION_LIMIT, POSITION_BRAKE, MAX_STEP)
+
+
+def braking_speed(distance: np.ndarray, max_acceleration: np.ndarray, dt: float) -> np.ndarray:
+    """Largest speed from which a DOF can still stop within ``distance``, in discrete time.
+
+    ``v_b(d) = a (-dt + sqrt(dt² + 2 d / a))`` is the positive root of ``v dt + v² / (2a) = d``:
+    one more period at ``v`` and then braking at ``a``. It is *recursively feasible*: if
+    ``v <= v_b(d)`` now and the DOF moves ``v dt``, then ``max(v - a dt, 0) <= v_b(d - v dt)``
+    for any next ``dt`` (expand ``(v - a dt) dt + (v - a dt)² / 2a = v² / 2a - a dt² / 2 <= d - v dt``),
+    so a limiter that keeps ``v <= v_b`` never needs more than ``a`` to stop at a limit. With
+    ``a = inf`` it is ``d / dt`` (stop in one period). ``d <= 0`` gives 0.
+
+    Args:
+        distance: ``(J,)`` distance to the stop, rad or m (``inf`` = no limit).
+        max_acceleration: ``(J,)`` > 0, rad/s² or m/s² (``inf`` = not limited).
+        dt: control period, s, > 0.
+
+    Returns:
+        ``(J,)`` speed bound, >= 0 (``inf`` where ``distance`` is ``inf``).
+    """
+    d = np.maximum(np.asarray(distance, dtype=np.float64), 0.0)
+    a = np.asarray(max_acceleration, dtype=np.float64)
+    out = np.empty(np.broadcast(d, a).shape)
+    fin_a = np.isfinite(a) & np.isfinite(d)
+    with np.errstate(invalid='ignore', over='ignore'):
+        out[...] = d / dt                                             # a = inf: stop in one period
+        aa = np.where(fin_a, a, 1.0)
+        root = aa * (-dt + np.sqrt(dt * dt + 2.0 * np.where(fin_a, d, 0.0) / aa))
+    out = np.where(fin_a, np.maximum(root, 0.0), out)
+    return np.where(np.isinf(d), np.inf, out)
+
+
+class MotionLimiter:
+    """Per-DOF position, velocity, acceleration (and jerk) limiting for position and velocity DOFs.
+
+    One call per driver tick (:meth:`step`). ``J`` DOFs in embodiment order; units rad, rad/s, rad/s²
+    (m, m/s, m/s² for prismatic DOFs). With ``v_prev`` the previous output velocity:
+
+    *Position DOF* (``out`` is a position setpoint; ``ref_pos`` is the previous setpoint, as
+    libfranka's ``limitRate`` rate-limits from the last command):
+
+    1. the target is clamped into ``[lower, upper]`` (less margins) (``position_clamp``) and to
+       ``measured ± max_step`` when ``SafetyConfig.max_step`` is set (``max_step``);
+    2. ``v = (target - ref_pos) / dt``, clipped to ``±vmax`` (``velocity_limit``) and, when an
+       acceleration limit exists, to the braking speed toward the target (:func:`braking_speed`,
+       so it arrives without overshoot);
+    3. ``|v - v_prev| <= amax dt`` (``acceleration_limit``);
+    4. ``v`` is kept within the braking speeds toward both position limits (``position_brake``),
+       which the recursion in :func:`braking_speed` makes compatible with 3 whenever the previous
+       output obeyed it; ``out = ref_pos + v dt``, within the limits whatever the inputs.
+
+    *Velocity DOF* (``out`` is a velocity; positions are measured, NaN where there is no sensor):
+    ``v`` = target clipped to ``±vmax``; braked toward finite position limits from the measured
+    position (``position_brake``); then ``|v - v_prev| <= amax dt``, which has priority, so the
+    acceleration bound holds even when the measured position jumps (a hydraulic machine cannot
+    stop faster than its valves anyway).
+
+    *Jerk* (``max_jerk`` finite): before step 3, ``v`` is also kept within ``v_prev + (a_prev ± j dt) dt``.
+    This smooths hydraulic commands; braking for a position limit, the watchdog and the e-stop may
+    override it (they need the full deceleration), velocity and acceleration bounds never are.
+
+    ``dt = 0`` (no time passed, or the clock went back) returns the previous output unchanged.
+
+    Args:
+        embodiment: the DOFs and their limits.
+        config: margins and ``velocity_scale`` (fraction of ``max_velocity``), ``max_step``.
+    """
+
+    def __init__(self, embodiment: Embodiment, config: Optional[SafetyConfig] = None) -> None:
+        self.embodiment = embodiment
+        self.config = config if config is not None else SafetyConfig()
+        emb = embodiment
+        margin = np.array([self.config.prismatic_margin if j.kind == 'prismatic' else self.config.position_margin
+                           for j in emb.joints])
+        self.lower = emb.lower + margin                                   # (J,) -inf stays -inf
+        self.upper = emb.upper - margin
+        bad = [n for n, lo, hi in zip(emb.joint_names, self.lower, self.upper) if not lo < hi]
+        if bad:
+            raise ValueError(f'SafetyConfig margins leave no position range for joints {bad} '
+                             f'of embodiment {emb.name!r}')
+        self.vmax = emb.max_velocity * self.config.velocity_scale         # (J,)
+        self.amax = emb.max_acceleration                                  # (J,) inf = none
+        self.jmax = emb.max_jerk                                          # (J,) inf = none
+        self.is_vel = emb.is_velocity                                     # (J,) bool
+        if self.config.max_step is not None and self.config.max_step.shape[0] != emb.dof:
+            raise ValueError(f'SafetyConfig.max_step has {self.config.max_step.shape[0]} values, '
+                             f'embodiment {emb.name!r} has {emb.dof} joints {emb.joint_names}')
+        self._names = emb.joint_names
+        self._units = [j.unit for j in emb.joints]
+
+    def clip_targets(self, targets: np.ndarray) -> np.ndarray:
+        """Targets ``(J,)`` clipped into the action bounds (positions into limits, velocities into ±vmax)."""
+        return np.where(self.is_vel, np.clip(targets, -self.vmax, self.vmax), np.clip(targets, self.lower, self.upper))
+
+    def step(self, targets: np.ndarray, ref_pos: np.ndarray, ref_vel: np.ndarray, measured_pos: np.ndarray,
+             dt: float, ref_acc: Optional[np.ndarray] = None
+             ) -> Tuple[np.ndarray, np.ndarray, Dict[ConditionKey, str]]:
+        """Limit one tick.
+
+        Args:
+            targets: ``(J,)`` position targets (position DOFs) and velocity targets (velocity DOFs), finite.
+            ref_pos: ``(J,)`` previous position setpoint of position DOFs (within the limits); ignored
+                for velocity DOFs.
+            ref_vel: ``(J,)`` previous output velocity of every DOF, finite.
+            measured_pos: ``(J,)`` measured positions; NaN where unknown (no brake from limits then
+                for velocity DOFs; no ``max_step`` cap for position DOFs).
+            dt: seconds since the previous tick, >= 0.
+            ref_acc: ``(J,)`` previous output acceleration (for the jerk limit); None = 0.
+
+        Returns:
+            ``(out (J,), out_vel (J,), conditions {(kind, joint): detail})``: ``out`` holds positions for
+            position DOFs and velocities for velocity DOFs; ``out_vel`` the velocity of every DOF.
+
+        Raises:
+            ValueError: non-finite targets / references, arrays of the wrong length, dt < 0.
+        """
+        J = self.embodiment.dof
+        tgt = np.asarray(targets, dtype=np.float64).reshape(-1)
+        p = np.asarray(ref_pos, dtype=np.float64).reshape(-1)
+        v_prev = np.asarray(ref_vel, dtype=np.float64).reshape(-1)
+        m = np.asarray(measured_pos, dtype=np.float64).reshape(-1)
+        for what, arr in (('targets', tgt), ('ref_pos', p), ('ref_vel', v_prev), ('measured_pos', m)):
+            if arr.shape[0] != J:
+                raise ValueError(f'MotionLimiter.step: {what} has {arr.shape[0]} values, embodiment '
+                                 f'{self.embodiment.name!r} has {J} DOFs')
+        pos_dof = ~self.is_vel
+        if not np.all(np.isfinite(tgt)) or not np.all(np.isfinite(v_prev)) or not np.all(np.isfinite(p[pos_dof])):
+            bad = [self._names[i] for i in range(J)
+                   if not (np.isfinite(tgt[i]) and np.isfinite(v_prev[i]) and (self.is_vel[i] or np.isfinite(p[i])))]
+            raise ValueError(f'MotionLimiter.step: non-finite target or reference for DOFs {bad}')
+        dt = float(dt)
+        if not np.isfinite(dt) or dt < 0:
+            raise ValueError(f'dt must be finite and >= 0 s, got {dt}')
+        out_prev = np.where(self.is_vel, v_prev, p)
+        if dt == 0.0:
+            return out_prev.copy(), v_prev.copy(), {}
+        a_prev = np.zeros(J) if ref_acc is None else np.asarray(ref_acc, dtype=np.float64).reshape(-1)
+        jn, unit = self._names, self._units
+        cond: Dict[ConditionKey, str] = {}
+        tol = LIMIT_TOLERANCE
+
+        # --- position DOFs: the target -----------------------------------------------------------
+        t_pos = np.clip(tgt, self.lower, self.upper)
+        for i in np.flatnonzero(pos_dof & (np.abs(t_pos - tgt) > tol)):
+            cond[(POSITION_CLAMP, jn[i])] = (f'target {tgt[i]:.6g} {unit[i]} outside '
+                                             f'[{self.lower[i]:.6g}, {self.upper[i]:.6g}]: clamped')
+        if self.config.max_step is not None:
+            ms = self.config.max_step
+            known = pos_dof & np.isfinite(m)
+            capped = np.where(known, np.clip(t_pos, m - ms, m + ms), t_pos)
+            for i in np.flatnonzero(np.abs(capped - t_pos) > tol):
+                cond[(MAX_STEP, jn[i])] = (f'target {t_pos[i]:.6g} {unit[i]} more than max_step {ms[i]:.4g} '
+                                           f'from the measured {m[i]:.6g}: capped')
+            t_pos = capped
+        err = t_pos - p                                                     # (J,) position DOFs
+        with np.errstate(invalid='ignore'):
+            v_des = np.where(pos_dof, err / dt, tgt)                        # (J,)
+        v = np.clip(v_des, -self.vmax, self.vmax)
+        for i in np.flatnonzero(np.abs(v - v_des) > tol):
+            what = 'step' if pos_dof[i] else 'velocity'
+            cond[(VELOCITY_LIMIT, jn[i])] = (f'{what} of {v_des[i]:+.4g} {unit[i]}/s beyond max_velocity '
+                                             f'{self.vmax[i]:.4g}: limited')
+        # position DOFs with an acceleration limit approach the target without overshoot
+        vb_t = braking_speed(np.abs(err), self.amax, dt)
+        v = np.where(pos_dof & np.isfinite(self.amax), np.clip(v, -vb_t, vb_t), v)
+
+        # --- jerk (smoothing) ---------------------------------------------------------------------
+        jfin = np.isfinite(self.jmax)
+        if jfin.any():
+            lo_j = v_prev + (a_prev - self.jmax * dt) * dt
+            hi_j = v_prev + (a_prev + self.jmax * dt) * dt
+            v = np.where(jfin, np.clip(v, lo_j, hi_j), v)
+
+        # --- brakes toward position limits, acceleration -----------------------------------------
+        here = np.where(pos_dof, p, m)                                      # (J,) NaN = unknown
+        known = np.isfinite(here)
+        up = braking_speed(np.where(known, self.upper - here, np.inf), self.amax, dt)
+        down = braking_speed(np.where(known, here - self.lower, np.inf), self.amax, dt)
+        acc_lo, acc_hi = v_prev - self.amax * dt, v_prev + self.amax * dt
+        v_b = np.clip(v, -down, up)
+        # velocity DOFs: the acceleration bound has priority over the brake
+        v_vel = np.clip(v_b, acc_lo, acc_hi)
+        # position DOFs: acceleration, then the brake (compatible when the previous output obeyed it)
+        v_acc = np.clip(v, acc_lo, acc_hi)
+        v_pos = np.clip(v_acc, -down, up)
+        v_out = np.where(self.is_vel, v_vel, v_pos)
+        for i in range(J):
+            before = v[i]
+            if self.is_vel[i]:
+                if abs(v_b[i] - before) > tol:
+                    cond[(POSITION_BRAKE, jn[i])] = (f'{before:+.4g} {unit[i]}/s slowed to {v_b[i]:+.4g} near a '
+                                                     f'position limit (measured {here[i]:.6g})')
+                if abs(v_vel[i] - v_b[i]) > tol:
+                    cond[(ACCELERATION_LIMIT, jn[i])] = (f'velocity change {v_b[i] - v_prev[i]:+.4g} {unit[i]}/s in '
+                                                         f'{dt:.4g} s beyond max_acceleration {self.amax[i]:.4g}: limited')
+            else:
+                if abs(v_acc[i] - before) > tol:
+                    cond[(ACCELERATION_LIMIT, jn[i])] = (f'velocity change {before - v_prev[i]:+.4g} {unit[i]}/s in '
+                                                         f'{dt:.4g} s beyond max_acceleration {self.amax[i]:.4g}: limited')
+                if abs(v_pos[i] - v_acc[i]) > tol:
+                    cond[(POSITION_BRAKE, jn[i])] = (f'{v_acc[i]:+.4g} {unit[i]}/s slowed to {v_pos[i]:+.4g} near a '
+                                                     f'position limit (at {here[i]:.6g})')
+        out_pos = np.clip(p + v_out * dt, self.lower, self.upper)          # clip: float round-off only
+        out = np.where(self.is_vel, v_out, out_pos)
+        out_vel = np.where(self.is_vel, v_out, (out_pos - p) / dt)
+        return out, out_vel, cond

@@ -239,10 +239,12 @@ class RolloutRecorder:
         """
         if self._writer is None or command is None:
             return None
-        from robot_drivers.conversions import arrays_to_trajectory
+        from robot_drivers.conversions import action_trajectory, arrays_to_trajectory
         row, k = executed_row(command.positions, command.stamp, command.dt, now)
-        self.write(self.topics.executed, arrays_to_trajectory(command.joint_names, row[None], now, types,
-                                                              dt=command.dt), now)
+        emb = getattr(command, 'embodiment', None)
+        msg = (action_trajectory(emb, row[None], now, types, dt=command.dt) if emb is not None
+               else arrays_to_trajectory(command.joint_names, row[None], now, types, dt=command.dt))
+        self.write(self.topics.executed, msg, now)
         return k
 
     def stop(self) -> Optional[Path]:

@@ -168,14 +168,17 @@ class RuntimeEvent:
 
 @dataclass
 class TrajectoryCommand:
-    """What to publish: ``positions (P, J)`` for ``joint_names``, point k due ``times[k]`` s after
-    ``stamp`` (``times`` None: ``(k + 1) * dt``)."""
+    """What to publish: action rows ``positions (P, J)`` for ``joint_names``, point k due ``times[k]`` s
+    after ``stamp`` (``times`` None: ``(k + 1) * dt``). For an embodiment with velocity DOFs the
+    rows hold their velocities, and :meth:`to_msg` puts those into the points' ``velocities``
+    (:func:`robot_drivers.conversions.action_trajectory`)."""
 
     joint_names: Tuple[str, ...]
     positions: np.ndarray
     dt: float
     stamp: float
     times: Optional[np.ndarray] = None
+    embodiment: Optional[Embodiment] = None
 
     @property
     def time_from_start(self) -> np.ndarray:
@@ -186,6 +189,9 @@ class TrajectoryCommand:
 
     def to_msg(self, types: conv.MessageTypes) -> Any:
         """As ``trajectory_msgs/JointTrajectory`` built from ``types``."""
+        if self.embodiment is not None:
+            return conv.action_trajectory(self.embodiment, self.positions, self.stamp, types, dt=self.dt,
+                                          times=self.times)
         return conv.arrays_to_trajectory(self.joint_names, self.positions, self.stamp, types, dt=self.dt,
                                          times=self.times)
 
@@ -535,4 +541,4 @@ class PolicyRuntime:
         if not len(tfs):
             return None
         self.commands += 1
-        return TrajectoryCommand(tuple(plan.joint_names), pos, plan.dt, now, tfs)
+        return TrajectoryCommand(tuple(plan.joint_names), pos, plan.dt, now, tfs, self.embodiment)

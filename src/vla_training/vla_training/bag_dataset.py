@@ -20,6 +20,8 @@ REP-103 units (rad, m); stamps ``float64`` seconds since the epoch.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,8 @@ from robot_drivers import conversions
 from robot_drivers.embodiment import Embodiment
 
 from .alignment import NoTickError, align, latest_at
-from .bag_reader import (IMAGE_TYPES, BagError, BagTopics, bag_info, find_bags, open_bag, read_selected,
-                         read_stamps)
+from .bag_reader import (IMAGE_TYPES, TRAJECTORY_TYPE, BagError, BagTopics, bag_info, find_bags, open_bag,
+                         read_selected, read_stamps)
 from .targets import TargetError, check_finite, chunk_targets, command_actions, fill_from_state
 
 __all__ = [
@@ -157,6 +159,18 @@ def _image_rows(msgs: Dict[int, Any], use: np.ndarray, stamps_ns: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- reading
+def _command_adapters(embodiment: Embodiment) -> Dict[str, Any]:
+    """``{message type: output adapter}`` of the embodiment's groups whose native command message is
+    not a JointTrajectory and is published by exactly one group (an ambiguous type is left out:
+    such a recording needs the policy's JointTrajectory command topic)."""
+    from robot_drivers.adapters import build_adapters
+    by_type: Dict[str, List[Any]] = {}
+    for ad in build_adapters(embodiment):
+        if ad.msg_type != TRAJECTORY_TYPE:
+            by_type.setdefault(ad.msg_type, []).append(ad)
+    return {t: ads[0] for t, ads in by_type.items() if len(ads) == 1}
+
+
 def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTopics] = None, *,
                  rate_hz: Optional[float] = None, image_size=None, max_age_s: Optional[float] = None,
                  action_from_state: Sequence[str] = ()) -> Episode:
@@ -204,6 +218,9 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
     if unknown:
         raise ValueError(f'action_from_state names joints {unknown} that embodiment {embodiment.name!r} lacks')
 
+    adapters = _command_adapters(embodiment)
+    if has_command:
+        topics = dataclasses.replace(topics, native_command_types=tuple(sorted(adapters)))
     reader = open_bag(path)
     try:
         # 1. reading: stamps of every message
@@ -239,8 +256,14 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
     joint_positions = _joint_rows(msgs['joint_states'], al.index['joint_states'], names, js_src).astype(np.float32)
     cmd_src = f'bag {path}: topic {topics.command}' if has_command else js_src
     try:
+        decode = None
+        if has_command and series['command'].msgtype != TRAJECTORY_TYPE:
+            ad = adapters[series['command'].msgtype]
+            decode = functools.partial(ad.decode, source=topics.command)
         actions = command_actions(msgs['command'], al.index['command'], names, from_state=from_state,
-                                  source=cmd_src) if has_command else None
+                                  source=cmd_src, decode=decode,
+                                  velocity_joints=[j.name for j in embodiment.joints if j.interface == 'velocity']
+                                  ) if has_command else None
         if from_state:
             future = _joint_rows(msgs['joint_states'], use_future_js, names, js_src)  # (T, J)
             actions = fill_from_state(actions, future, [names.index(j) for j in from_state])

@@ -88,6 +88,9 @@ class BagTopics:
     joint_states: str = '/joint_states'
     instruction: str = '/vla/instruction'
     command: Optional[str] = '/arm_controller/joint_trajectory'
+    #: message types accepted on ``command`` besides JointTrajectory: the output types of the
+    #: embodiment's groups (set by :func:`vla_training.bag_dataset.read_episode`, not from YAML)
+    native_command_types: Tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, d: Optional[Dict[str, Any]]) -> 'BagTopics':
@@ -97,7 +100,7 @@ class BagTopics:
             ValueError: unknown keys, or a value that is not an absolute topic name.
         """
         d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) - {'native_command_types'}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f'unknown bag topic keys {unknown}; expected some of {sorted(known)}')
@@ -221,6 +224,12 @@ def header_stamp_ns(raw: bytes, path: Path, topic: str) -> int:
     return int(sec) * 1_000_000_000 + int(nsec)
 
 
+def has_header(ts: Any, msgtype: str) -> bool:
+    """Whether ``msgtype``'s first field is a ``std_msgs/Header`` named ``header`` (type store lookup)."""
+    fields = ts.fielddefs[msgtype][1]
+    return bool(fields) and fields[0][0] == 'header'
+
+
 def resolve_topics(reader, path: Path, topics: BagTopics) -> Dict[str, Tuple[str, str, list]]:
     """role -> (topic, msgtype, connections) for :meth:`BagTopics.roles`.
 
@@ -238,7 +247,8 @@ def resolve_topics(reader, path: Path, topics: BagTopics) -> Dict[str, Tuple[str
         if not conns:
             raise BagError(f'bag {path}: {role} topic {topic} is not in the bag; it has: {available}')
         types = sorted({c.msgtype for c in conns})
-        if len(types) != 1 or types[0] not in EXPECTED_TYPES[role]:
+        native_command = role == 'command' and len(types) == 1 and types[0] in topics.native_command_types
+        if len(types) != 1 or (types[0] not in EXPECTED_TYPES[role] and not native_command):
             raise BagError(f'bag {path}: {role} topic {topic} has type {" / ".join(types)}, '
                            f'expected {" or ".join(EXPECTED_TYPES[role])}')
         if sum(int(c.msgcount) for c in conns) == 0:
@@ -274,6 +284,8 @@ def read_stamps(reader, path: Path, topics: BagTopics) -> BagStamps:
                 raise BagError(f'bag {path}: topic {topic}: cannot deserialize message at '
                                f'{t_recv * 1e-9:.9f} s ({exc})') from exc
             stamp = int(t_recv)
+        elif not has_header(ts, roles[role][1]):
+            stamp = int(t_recv)  # a native command without a header (Float64MultiArray): receive time
         else:
             stamp = header_stamp_ns(raw, path, topic)
             if stamp == 0:

@@ -4,7 +4,10 @@ The third stage of :func:`vla_training.bag_dataset.read_episode`.
 
 * **From a command** (``trajectory_msgs/JointTrajectory``): the action at tick ``t`` is point 0 of
   the command in force, i.e. the positions the command asked the joints to reach
-  ``time_from_start`` later, reordered to the embodiment's joint order.
+  ``time_from_start`` later (for velocity DOFs the velocities it asked for), reordered to the
+  embodiment's joint order. A machine's *native* command message (a ``Float64MultiArray`` of a
+  forward controller, an excavator's ``com3_msgs/JointCmd`` ...) is read back through the output
+  adapter of the group that publishes it (:meth:`robot_drivers.adapters.OutputAdapter.decode`).
 * **From the joint state** (joints the command does not carry, e.g. a gripper on its own action
   server, or every joint when no command was recorded): the measured position in the latest joint
   state stamped ``<= t + period``, i.e. where the joint got to one period later. For a position-
@@ -30,15 +33,18 @@ class TargetError(ValueError):
 
 
 def command_actions(commands: Mapping[int, Any], use: np.ndarray, joint_names: Sequence[str], *,
-                    from_state: Sequence[str] = (), source: str = 'command') -> np.ndarray:
-    """Point-0 positions of the selected commands, in embodiment order.
+                    from_state: Sequence[str] = (), source: str = 'command',
+                    velocity_joints: Sequence[str] = (), decode: Optional[Any] = None) -> np.ndarray:
+    """Point-0 action values of the selected commands, in embodiment order.
 
     Args:
-        commands: ``{index: JointTrajectory}`` (rclpy or rosbags message).
+        commands: ``{index: JointTrajectory}`` (rclpy or rosbags message), or native messages with ``decode``.
         use: ``(T,)`` which command each tick uses.
         joint_names: ``(A,)`` embodiment joint order.
         from_state: joints allowed to be absent from the command (filled later, NaN here).
         source: text naming the bag and topic, for errors.
+        velocity_joints: joints commanded by velocity: their value is the point's ``velocities`` entry.
+        decode: ``msg -> {joint: value}`` for a native command message (an output adapter's decode).
 
     Returns:
         ``float64 (T, A)``, NaN in the columns of absent ``from_state`` joints.
@@ -48,21 +54,32 @@ def command_actions(commands: Mapping[int, Any], use: np.ndarray, joint_names: S
             embodiment joint not in ``from_state``.
     """
     names = list(joint_names)
+    vel_set = set(velocity_joints)
     cache: Dict[int, np.ndarray] = {}
 
     def row_of(s: int) -> np.ndarray:
         if s not in cache:
             try:
-                jn, pos, _ = conversions.trajectory_to_arrays(commands[s], source=source)
+                if decode is not None:
+                    values = decode(commands[s])
+                    jn = list(values)
+                else:
+                    jn, pos, vel, _ = conversions.trajectory_fields(commands[s], source=source)
+                    values = {}
+                    for i, n in enumerate(jn):
+                        arr = vel if n in vel_set else pos
+                        if arr is None:
+                            raise ValueError(f'{source}: command has no {"velocities" if n in vel_set else "positions"} '
+                                             f'for joint {n!r}')
+                        values[n] = float(arr[0, i])
             except ValueError as exc:
                 raise TargetError(str(exc)) from exc
-            lookup = {n: i for i, n in enumerate(jn)}
             row = np.full(len(names), np.nan)
             for a, n in enumerate(names):
-                if n in lookup:
-                    row[a] = pos[0, lookup[n]]
+                if n in values:
+                    row[a] = values[n]
                 elif n not in from_state:
-                    raise TargetError(f'{source}: command lacks embodiment joint {n!r} (trajectory joint_names {jn}); '
+                    raise TargetError(f'{source}: command lacks embodiment joint {n!r} (command joints {jn}); '
                                       f'pass action_from_state=[{n!r}] if it is commanded on another interface')
             cache[s] = row
         return cache[s]
@@ -88,7 +105,7 @@ def check_finite(actions: np.ndarray, joint_names: Sequence[str], source: str) -
     """Raise :class:`TargetError` naming the joints whose actions are NaN/inf."""
     if not np.all(np.isfinite(actions)):
         bad = sorted({joint_names[a] for a in np.nonzero(~np.isfinite(actions))[1]})
-        raise TargetError(f'{source}: non-finite commanded positions for joints {bad}')
+        raise TargetError(f'{source}: non-finite commanded values for joints {bad}')
 
 
 def chunk_targets(actions: np.ndarray, chunk_size: int, *, stamps: Optional[np.ndarray] = None,
