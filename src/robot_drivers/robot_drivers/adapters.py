@@ -60,21 +60,26 @@ def available_adapters() -> List[str]:
     return sorted(_ADAPTERS)
 
 
-def build_adapters(emb: Embodiment, topics: Optional[Mapping[str, str]] = None) -> List['OutputAdapter']:
+def build_adapters(emb: Embodiment, topics: Optional[Mapping[str, str]] = None,
+                   outputs: Optional[Mapping[str, str]] = None) -> List['OutputAdapter']:
     """One adapter per group of ``emb`` (the default group for an embodiment without groups).
 
     Args:
         topics: ``{group name: topic}`` overrides of the groups' default topics.
+        outputs: ``{group name: adapter key}`` overrides of the groups' adapters, for a deployment
+            whose stack speaks another interface (an excavator in OperaSim takes per-joint
+            ``Float64`` commands instead of COM3 ``JointCmd``); the group's options go along.
 
     Raises:
-        KeyError: a group names an unknown adapter, or ``topics`` names an unknown group.
+        KeyError: a group names an unknown adapter, or ``topics`` / ``outputs`` name an unknown group.
     """
     topics = dict(topics or {})
+    outputs = dict(outputs or {})
     groups = emb.groups_or_default()
-    unknown = sorted(set(topics) - {g.name for g in groups})
+    unknown = sorted((set(topics) | set(outputs)) - {g.name for g in groups})
     if unknown:
         raise KeyError(f'embodiment {emb.name!r} has no groups {unknown}; groups: {[g.name for g in groups]}')
-    return [get_adapter(g.output)(g, emb, topics.get(g.name, g.topic)) for g in groups]
+    return [get_adapter(outputs.get(g.name, g.output))(g, emb, topics.get(g.name, g.topic)) for g in groups]
 
 
 class OutputAdapter:

@@ -18,7 +18,8 @@ Parameters: ``machine`` (registry name, :func:`robot_drivers.machine.available_m
 ``input_topic``, ``state_topic`` (default the embodiment's), ``rate_hz`` (0 = the machine's),
 ``watchdog_timeout_s`` (0 = the machine's), ``velocity_scale`` (1.0), ``position_margin`` (0.0 rad),
 ``state_timeout_s`` (0.5 s), ``outputs.<group>`` (topic of each group's output; default the group's),
-``inputs.<name>`` (topic of each extra command input). Publish ``true`` on ``~/emergency_stop``
+``output_adapters.<group>`` (adapter key, default the group's: e.g. ``float64_per_joint`` to drive an
+excavator in OperaSim instead of COM3), ``inputs.<name>`` (topic of each extra command input). Publish ``true`` on ``~/emergency_stop``
 to latch the e-stop, ``false`` to re-arm.
 
 A group whose message package is not installed (``unitree_hg``, ``com3_msgs``) stops the node at
@@ -114,7 +115,9 @@ class MachineDriverNode(Node):
         from robot_drivers.adapters import build_adapters
         topics = {g.name: str(self.declare_parameter(f'outputs.{g.name}', g.topic).value)
                   for g in emb.groups_or_default()}
-        self.core._adapters = build_adapters(emb, topics)
+        kinds = {g.name: str(self.declare_parameter(f'output_adapters.{g.name}', g.output).value)
+                 for g in emb.groups_or_default()}
+        self.core._adapters = build_adapters(emb, topics, kinds)
         self._pubs: Dict[str, Any] = {}
         for ad in self.core.adapters:
             for topic, msg_type in ad.topics():

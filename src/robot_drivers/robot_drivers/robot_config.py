@@ -18,6 +18,13 @@ Which parameter gives which topic:
 ========================  ===============================================================
 
 A ``sim_node`` section, when present, must publish and subscribe on the same topics.
+
+Machines driven by the generic ``machine_driver_node`` (``config/<machine>.yaml`` of the UR5e,
+SO-100, humanoids, excavator, wheel loader, truck) have that section instead of
+``arm_driver_node``: its ``input_topic`` must be ``policy_node.command_topic`` and its
+``state_topic`` the joint states; ``controller_command`` (what training reads as the action) is
+``policy_node.record_command_topic`` where set, else the policy command itself (the generic
+``JointTrajectory`` form every machine's driver takes; see :mod:`robot_drivers.machine`).
 """
 from __future__ import annotations
 
@@ -105,6 +112,8 @@ class RobotTopics:
                 nodes naming different topics for the same stream (the text names both parameters).
         """
         raw = load_params(path)
+        if 'arm_driver_node' not in raw and 'machine_driver_node' in raw:
+            return cls._from_machine_driver(raw, path)
         values: Dict[str, str] = {}
         origin: Dict[str, str] = {}
         for fld, node, param in _SOURCES:
@@ -123,6 +132,27 @@ class RobotTopics:
             got = _topic(params[param], f'{node}.{param}', path)
             if got != values[fld]:
                 problems.append(f'{node}.{param} is {got} but {origin[fld]} is {values[fld]}')
+        if problems:
+            raise ValueError(f'robot config {path}: nodes disagree on topics: ' + '; '.join(problems))
+        return cls(**values)
+
+    @classmethod
+    def _from_machine_driver(cls, raw: Dict[str, Any], path: PathLike) -> 'RobotTopics':
+        pol = node_params(raw, 'policy_node', path)
+        drv = node_params(raw, 'machine_driver_node', path)
+        values: Dict[str, str] = {}
+        for fld, param in (('image', 'image_topic'), ('joint_states', 'joint_states_topic'),
+                           ('instruction', 'instruction_topic'), ('policy_command', 'command_topic')):
+            if param not in pol:
+                raise ValueError(f'robot config {path}: policy_node.{param} is missing')
+            values[fld] = _topic(pol[param], f'policy_node.{param}', path)
+        rec = pol.get('record_command_topic')
+        values['controller_command'] = (_topic(rec, 'policy_node.record_command_topic', path) if rec
+                                        else values['policy_command'])
+        problems = []
+        for fld, param in (('policy_command', 'input_topic'), ('joint_states', 'state_topic')):
+            if param in drv and _topic(drv[param], f'machine_driver_node.{param}', path) != values[fld]:
+                problems.append(f'machine_driver_node.{param} is {drv[param]} but policy_node names {values[fld]}')
         if problems:
             raise ValueError(f'robot config {path}: nodes disagree on topics: ' + '; '.join(problems))
         return cls(**values)

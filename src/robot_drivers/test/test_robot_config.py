@@ -77,3 +77,27 @@ def test_not_a_parameter_file(tmp_path):
     f.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r'policy_node\.image_topic must be an absolute topic name'):
         RobotTopics.from_params_file(f)
+
+
+def test_machine_driver_config_topics(tmp_path):
+    """A machine driven by machine_driver_node: the policy command is what training reads, unless
+    record_command_topic names another; the driver must take the policy's command and joint states."""
+    import yaml
+    from robot_drivers.robot_config import RobotTopics
+    cfg = {'policy_node': {'ros__parameters': {
+        'image_topic': '/cab_camera/image_raw', 'joint_states_topic': '/zx200/joint_states',
+        'instruction_topic': '/vla/instruction', 'command_topic': '/vla/joint_trajectory'}},
+        'machine_driver_node': {'ros__parameters': {'machine': 'excavator_zx200',
+                                                    'input_topic': '/vla/joint_trajectory',
+                                                    'state_topic': '/zx200/joint_states'}}}
+    p = tmp_path / 'm.yaml'
+    p.write_text(yaml.safe_dump(cfg))
+    rt = RobotTopics.from_params_file(p)
+    assert rt.controller_command == '/vla/joint_trajectory' and rt.image == '/cab_camera/image_raw'
+    cfg['policy_node']['ros__parameters']['record_command_topic'] = '/zx200/executed'
+    p.write_text(yaml.safe_dump(cfg))
+    assert RobotTopics.from_params_file(p).controller_command == '/zx200/executed'
+    cfg['machine_driver_node']['ros__parameters']['input_topic'] = '/other'
+    p.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match='machine_driver_node.input_topic'):
+        RobotTopics.from_params_file(p)
