@@ -521,7 +521,9 @@ class MachineDriverCore:
                             dt=dt, clear_s=self.config.condition_clear_s)
 
         ref_pos = np.where(emb.is_velocity, pos, self._out_pos)
-        out, out_vel, cond = self.limiter.step(targets, ref_pos, self.output_velocity, pos, dt, self._out_acc)
+        stop = self._cmd.knot_v[-1] if self._cmd is not None else targets   # where the motion ends
+        out, out_vel, cond = self.limiter.step(targets, ref_pos, self.output_velocity, pos, dt, self._out_acc,
+                                               stop_targets=np.where(np.isfinite(stop), stop, targets))
         if dt > 0:
             self._out_acc = (out_vel - self.output_velocity) / dt
             events += tr.update(MOTION_KINDS, cond, dt=dt, clear_s=self.config.condition_clear_s)

@@ -628,8 +628,8 @@ class MotionLimiter:
     1. the target is clamped into ``[lower, upper]`` (less margins) (``position_clamp``) and to
        ``measured ± max_step`` when ``SafetyConfig.max_step`` is set (``max_step``);
     2. ``v = (target - ref_pos) / dt``, clipped to ``±vmax`` (``velocity_limit``) and, when an
-       acceleration limit exists, to the braking speed toward the target (:func:`braking_speed`,
-       so it arrives without overshoot);
+       acceleration limit exists, to the braking speed toward where the command ends
+       (:func:`braking_speed`, so it arrives without overshoot);
     3. ``|v - v_prev| <= amax dt`` (``acceleration_limit``);
     4. ``v`` is kept within the braking speeds toward both position limits (``position_brake``),
        which the recursion in :func:`braking_speed` makes compatible with 3 whenever the previous
@@ -679,7 +679,7 @@ class MotionLimiter:
         return np.where(self.is_vel, np.clip(targets, -self.vmax, self.vmax), np.clip(targets, self.lower, self.upper))
 
     def step(self, targets: np.ndarray, ref_pos: np.ndarray, ref_vel: np.ndarray, measured_pos: np.ndarray,
-             dt: float, ref_acc: Optional[np.ndarray] = None
+             dt: float, ref_acc: Optional[np.ndarray] = None, stop_targets: Optional[np.ndarray] = None
              ) -> Tuple[np.ndarray, np.ndarray, Dict[ConditionKey, str]]:
         """Limit one tick.
 
@@ -692,6 +692,10 @@ class MotionLimiter:
                 for velocity DOFs; no ``max_step`` cap for position DOFs).
             dt: seconds since the previous tick, >= 0.
             ref_acc: ``(J,)`` previous output acceleration (for the jerk limit); None = 0.
+            stop_targets: ``(J,)`` where the running command ends (its last point) for position DOFs:
+                the braking toward the target uses the distance to it, so a streamed trajectory whose
+                per-tick target moves a little each tick is followed at full speed and the DOF still
+                stops at the end without overshoot. None = the target itself.
 
         Returns:
             ``(out (J,), out_vel (J,), conditions {(kind, joint): detail})``: ``out`` holds positions for
@@ -747,7 +751,14 @@ class MotionLimiter:
             cond[(VELOCITY_LIMIT, jn[i])] = (f'{what} of {v_des[i]:+.4g} {unit[i]}/s beyond max_velocity '
                                              f'{self.vmax[i]:.4g}: limited')
         # position DOFs with an acceleration limit approach the target without overshoot
-        vb_t = braking_speed(np.abs(err), self.amax, dt)
+        if stop_targets is None:
+            d_stop = np.abs(err)
+        else:
+            stop = np.clip(np.asarray(stop_targets, dtype=np.float64).reshape(-1), self.lower, self.upper)
+            d_stop = np.where(np.isfinite(stop), np.abs(stop - p), np.abs(err))
+            # moving away from the end point (a trajectory that turns back): no brake toward it
+            d_stop = np.where(np.sign(stop - p) * np.sign(v) < 0, np.inf, d_stop)
+        vb_t = braking_speed(d_stop, self.amax, dt)
         v = np.where(pos_dof & np.isfinite(self.amax), np.clip(v, -vb_t, vb_t), v)
 
         # --- jerk (smoothing) ---------------------------------------------------------------------
