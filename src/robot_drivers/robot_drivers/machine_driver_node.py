@@ -18,9 +18,9 @@ Parameters: ``machine`` (registry name, :func:`robot_drivers.machine.available_m
 ``input_topic``, ``state_topic`` (default the embodiment's), ``rate_hz`` (0 = the machine's),
 ``watchdog_timeout_s`` (0 = the machine's), ``velocity_scale`` (1.0), ``position_margin`` (0.0 rad),
 ``state_timeout_s`` (0.5 s), ``outputs.<group>`` (topic of each group's output; default the group's),
-``output_adapters.<group>`` (adapter key, default the group's: e.g. ``float64_per_joint`` to drive an
-excavator in OperaSim instead of COM3), ``inputs.<name>`` (topic of each extra command input). Publish ``true`` on ``~/emergency_stop``
-to latch the e-stop, ``false`` to re-arm.
+``output_adapters.<group>`` (adapter key, default the group's: e.g. ``operasim_joint_cmd`` to drive the
+excavator in OperaSim instead of COM3), ``inputs.<name>`` (topic of each extra command input).
+Publish ``true`` on ``~/emergency_stop`` to latch the e-stop, ``false`` to re-arm.
 
 A group whose message package is not installed (``unitree_hg``, ``com3_msgs``) stops the node at
 start with one line naming the package. Joint states must carry every position-commanded DOF;

@@ -679,8 +679,8 @@ class MotionLimiter:
         return np.where(self.is_vel, np.clip(targets, -self.vmax, self.vmax), np.clip(targets, self.lower, self.upper))
 
     def step(self, targets: np.ndarray, ref_pos: np.ndarray, ref_vel: np.ndarray, measured_pos: np.ndarray,
-             dt: float, ref_acc: Optional[np.ndarray] = None, stop_targets: Optional[np.ndarray] = None
-             ) -> Tuple[np.ndarray, np.ndarray, Dict[ConditionKey, str]]:
+             dt: float, ref_acc: Optional[np.ndarray] = None, stop_targets: Optional[np.ndarray] = None,
+             jerk: bool = True) -> Tuple[np.ndarray, np.ndarray, Dict[ConditionKey, str]]:
         """Limit one tick.
 
         Args:
@@ -696,6 +696,8 @@ class MotionLimiter:
                 the braking toward the target uses the distance to it, so a streamed trajectory whose
                 per-tick target moves a little each tick is followed at full speed and the DOF still
                 stops at the end without overshoot. None = the target itself.
+            jerk: apply the jerk smoothing; False while stopping (watchdog, e-stop, an interlock acting),
+                which needs the full deceleration and must not swing past zero.
 
         Returns:
             ``(out (J,), out_vel (J,), conditions {(kind, joint): detail})``: ``out`` holds positions for
@@ -763,10 +765,11 @@ class MotionLimiter:
 
         # --- jerk (smoothing) ---------------------------------------------------------------------
         jfin = np.isfinite(self.jmax)
-        if jfin.any():
+        if jerk and jfin.any():
             lo_j = v_prev + (a_prev - self.jmax * dt) * dt
             hi_j = v_prev + (a_prev + self.jmax * dt) * dt
             v = np.where(jfin, np.clip(v, lo_j, hi_j), v)
+            v = np.clip(v, -self.vmax, self.vmax)         # the jerk bound never lifts the speed limit
 
         # --- brakes toward position limits, acceleration -----------------------------------------
         here = np.where(pos_dof, p, m)                                      # (J,) NaN = unknown
@@ -788,12 +791,14 @@ class MotionLimiter:
                     cond[(POSITION_BRAKE, jn[i])] = (f'{before:+.4g} {unit[i]}/s slowed to {v_b[i]:+.4g} near a '
                                                      f'position limit (measured {here[i]:.6g})')
                 if abs(v_vel[i] - v_b[i]) > tol:
-                    cond[(ACCELERATION_LIMIT, jn[i])] = (f'velocity change {v_b[i] - v_prev[i]:+.4g} {unit[i]}/s in '
-                                                         f'{dt:.4g} s beyond max_acceleration {self.amax[i]:.4g}: limited')
+                    cond[(ACCELERATION_LIMIT, jn[i])] = (
+                        f'velocity change {v_b[i] - v_prev[i]:+.4g} {unit[i]}/s in {dt:.4g} s beyond '
+                        f'max_acceleration {self.amax[i]:.4g}: limited')
             else:
                 if abs(v_acc[i] - before) > tol:
-                    cond[(ACCELERATION_LIMIT, jn[i])] = (f'velocity change {before - v_prev[i]:+.4g} {unit[i]}/s in '
-                                                         f'{dt:.4g} s beyond max_acceleration {self.amax[i]:.4g}: limited')
+                    cond[(ACCELERATION_LIMIT, jn[i])] = (
+                        f'velocity change {before - v_prev[i]:+.4g} {unit[i]}/s in {dt:.4g} s beyond '
+                        f'max_acceleration {self.amax[i]:.4g}: limited')
                 if abs(v_pos[i] - v_acc[i]) > tol:
                     cond[(POSITION_BRAKE, jn[i])] = (f'{v_acc[i]:+.4g} {unit[i]}/s slowed to {v_pos[i]:+.4g} near a '
                                                      f'position limit (at {here[i]:.6g})')
