@@ -24,7 +24,7 @@ __all__ = [
     'image_to_numpy', 'compressed_image_to_numpy', 'numpy_to_image', 'numpy_to_compressed_image',
     'joint_state_to_arrays', 'arrays_to_joint_state',
     'trajectory_to_arrays', 'arrays_to_trajectory', 'string_msg',
-    'trajectory_fields', 'action_trajectory', 'trajectory_to_actions', 'message_class',
+    'trajectory_fields', 'action_trajectory', 'trajectory_to_actions', 'message_class', 'joint_state_to_state',
     'SUPPORTED_ENCODINGS', 'demosaic_bilinear', 'yuv422_to_rgb', 'image_msg_to_rgb',
 ]
 
@@ -465,6 +465,51 @@ def arrays_to_joint_state(names: Sequence[str], positions: np.ndarray, stamp: fl
     return types.JointState(header=header(stamp, frame_id, types), name=list(names),
                             position=types.float64_seq(positions), velocity=types.float64_seq(vel),
                             effort=types.float64_seq(np.zeros(0)))
+
+
+def joint_state_to_state(msg: Any, embodiment: Any, *, source: str = 'joint_states'
+                         ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``sensor_msgs/JointState`` -> the policy's state vector ``(J,)`` and velocities, for any machine.
+
+    A DOF's state is its measured position. A velocity DOF without a position sensor (a track, a
+    base velocity: absent from the message, or NaN) contributes its measured velocity instead, 0
+    when that is unknown too, so the state stays finite and means the same in training and at run
+    time. For an embodiment of position DOFs only this is :func:`joint_state_to_arrays`.
+
+    Returns:
+        ``(state (J,) float64, velocities (J,) or None)`` in embodiment order.
+
+    Raises:
+        KeyError: a position DOF is missing (names ``source``).
+        ValueError: length mismatches, or a non-finite position of a position DOF.
+    """
+    is_vel = np.asarray(embodiment.is_velocity, dtype=bool)
+    if not is_vel.any():
+        return joint_state_to_arrays(msg, embodiment.joint_names, source=source)
+    names = [str(n) for n in msg.name]
+    pos = np.asarray(msg.position, dtype=np.float64).reshape(-1)
+    if pos.shape[0] != len(names):
+        raise ValueError(f'{source}: {len(names)} names but {pos.shape[0]} positions')
+    vel = np.asarray(msg.velocity, dtype=np.float64).reshape(-1)
+    has_vel = vel.shape[0] == len(names)
+    lookup = {n: i for i, n in enumerate(names)}
+    missing = [n for n, v in zip(embodiment.joint_names, is_vel) if not v and n not in lookup]
+    if missing:
+        raise KeyError(f'{source}: missing joints {missing} (message has {names})')
+    state = np.zeros(len(is_vel))
+    out_vel = np.full(len(is_vel), np.nan)
+    for j, n in enumerate(embodiment.joint_names):
+        i = lookup.get(n)
+        p = pos[i] if i is not None else np.nan
+        v = vel[i] if (i is not None and has_vel) else np.nan
+        out_vel[j] = v
+        if is_vel[j] and not np.isfinite(p):
+            state[j] = v if np.isfinite(v) else 0.0
+        else:
+            state[j] = p
+    _check_finite(state[~is_vel], f'{source} positions')
+    _check_finite(state, f'{source} state')
+    return state, (out_vel if has_vel else None)
 
 
 def trajectory_to_arrays(msg: Any, *, source: str = 'joint_trajectory'

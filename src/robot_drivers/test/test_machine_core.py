@@ -288,3 +288,18 @@ def test_acceleration_limit_is_an_edge_not_per_tick():
         pos = plant_step(core.tick(now, MachineState(pos.copy(), np.zeros(3), now)), pos, MIXED, 0.02)
     starts = [e for e in core.events if e.kind == ACCELERATION_LIMIT and e.joint == 'track' and e.edge == START]
     assert len(starts) == 1
+
+
+def test_state_vector_uses_velocity_for_dofs_without_position():
+    js = conv.arrays_to_joint_state(['arm_joint', 'boom', 'track'], np.array([0.2, 0.1, np.nan]), 1.0, TYPES,
+                                    velocities=np.array([0.0, 0.05, 0.7]))
+    state, vel = conv.joint_state_to_state(js, MIXED)
+    np.testing.assert_allclose(state, [0.2, 0.1, 0.7])
+    np.testing.assert_allclose(vel, [0.0, 0.05, 0.7])
+    no_track = conv.arrays_to_joint_state(['arm_joint', 'boom'], np.array([0.2, 0.1]), 1.0, TYPES)
+    np.testing.assert_allclose(conv.joint_state_to_state(no_track, MIXED)[0], [0.2, 0.1, 0.0])
+    with pytest.raises(KeyError, match='arm_joint'):
+        conv.joint_state_to_state(conv.arrays_to_joint_state(['boom'], np.array([0.1]), 1.0, TYPES), MIXED)
+    with pytest.raises(ValueError, match='non-finite'):
+        conv.joint_state_to_state(conv.arrays_to_joint_state(['arm_joint', 'boom'], np.array([np.nan, 0.1]), 1.0,
+                                                             TYPES), MIXED)

@@ -374,7 +374,7 @@ class PolicyRuntime:
         self.on_image(conv.image_msg_to_rgb(msg, source=source, bridge=bridge), conv.stamp_to_sec(msg.header.stamp))
 
     def on_joint_state_msg(self, msg: Any, *, source: str = '/joint_states') -> None:
-        pos, vel = conv.joint_state_to_arrays(msg, self.embodiment.joint_names, source=source)
+        pos, vel = conv.joint_state_to_state(msg, self.embodiment, source=source)
         self.on_joint_state(pos, conv.stamp_to_sec(msg.header.stamp), vel)
 
     def on_instruction_msg(self, msg: Any) -> bool:

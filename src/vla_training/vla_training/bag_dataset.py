@@ -122,15 +122,17 @@ def _resize(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- message -> array pieces
-def _joint_rows(msgs: Dict[int, Any], use: np.ndarray, names: Sequence[str], source: str) -> np.ndarray:
-    """``float64 (len(use), J)`` measured positions of the selected joint states, embodiment order."""
+def _joint_rows(msgs: Dict[int, Any], use: np.ndarray, emb: Embodiment, source: str) -> np.ndarray:
+    """``float64 (len(use), J)`` state of the selected joint states, embodiment order: measured positions
+    (a velocity DOF without a position sensor: its velocity, see
+    :func:`robot_drivers.conversions.joint_state_to_state`)."""
     cache: Dict[int, np.ndarray] = {}
     rows = []
     for s in use:
         s = int(s)
         if s not in cache:
             try:
-                cache[s], _ = conversions.joint_state_to_arrays(msgs[s], names, source=source)
+                cache[s], _ = conversions.joint_state_to_state(msgs[s], emb, source=source)
             except (KeyError, ValueError) as exc:
                 raise BagError(exc.args[0] if exc.args else str(exc)) from exc
         rows.append(cache[s])
@@ -253,7 +255,8 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
 
     # 3. training targets
     js_src = f'bag {path}: topic {topics.joint_states}'
-    joint_positions = _joint_rows(msgs['joint_states'], al.index['joint_states'], names, js_src).astype(np.float32)
+    joint_positions = _joint_rows(msgs['joint_states'], al.index['joint_states'], embodiment,
+                                  js_src).astype(np.float32)
     cmd_src = f'bag {path}: topic {topics.command}' if has_command else js_src
     try:
         decode = None
@@ -265,7 +268,7 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
                                   velocity_joints=[j.name for j in embodiment.joints if j.interface == 'velocity']
                                   ) if has_command else None
         if from_state:
-            future = _joint_rows(msgs['joint_states'], use_future_js, names, js_src)  # (T, J)
+            future = _joint_rows(msgs['joint_states'], use_future_js, embodiment, js_src)  # (T, J)
             actions = fill_from_state(actions, future, [names.index(j) for j in from_state])
         check_finite(actions, names, cmd_src)
     except TargetError as exc:
