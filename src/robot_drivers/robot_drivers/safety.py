@@ -641,9 +641,12 @@ class MotionLimiter:
     acceleration bound holds even when the measured position jumps (a hydraulic machine cannot
     stop faster than its valves anyway).
 
-    *Jerk* (``max_jerk`` finite): before step 3, ``v`` is also kept within ``v_prev + (a_prev ± j dt) dt``.
-    This smooths hydraulic commands; braking for a position limit, the watchdog and the e-stop may
-    override it (they need the full deceleration), velocity and acceleration bounds never are.
+    *Jerk* (``max_jerk`` finite, velocity DOFs): before step 3, ``v`` is also kept within
+    ``v_prev + (a_prev ± j dt) dt``. This smooths hydraulic valve commands; braking for a position
+    limit, the watchdog and the e-stop may override it (they need the full deceleration), velocity and
+    acceleration bounds never are. It is not applied to position DOFs: the braking toward a position
+    target assumes an instant change of acceleration, and a jerk bound on top makes the DOF cycle
+    around a constant target instead of settling on it.
 
     ``dt = 0`` (no time passed, or the clock went back) returns the previous output unchanged.
 
@@ -764,7 +767,7 @@ class MotionLimiter:
         v = np.where(pos_dof & np.isfinite(self.amax), np.clip(v, -vb_t, vb_t), v)
 
         # --- jerk (smoothing) ---------------------------------------------------------------------
-        jfin = np.isfinite(self.jmax)
+        jfin = np.isfinite(self.jmax) & self.is_vel    # velocity DOFs (hydraulic valves); see the class doc
         if jerk and jfin.any():
             lo_j = v_prev + (a_prev - self.jmax * dt) * dt
             hi_j = v_prev + (a_prev + self.jmax * dt) * dt
