@@ -135,7 +135,7 @@ def error_message(exc: BaseException) -> str:
     is joined with ``'; '``; a missing third-party module names the interpreter that lacks it.
     """
     dep = _missing_dependency(exc)
-    if dep is not None:
+    if dep is not None and str(exc).startswith('No module named'):
         return (f'{dep} is not importable by {sys.executable}: install requirements.txt into that Python '
                 'and build the workspace with it (see README, "On a ROS 2 machine")')
     if isinstance(exc, KeyError) and len(exc.args) == 1:

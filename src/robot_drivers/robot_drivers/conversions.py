@@ -72,7 +72,8 @@ def message_class(types: MessageTypes, name: str) -> Any:
         except ModuleNotFoundError:
             raise ModuleNotFoundError(f'message package {parts[0]!r} (for {name}) is not installed in this ROS 2 '
                                       f'environment: build or install it (e.g. apt install ros-$ROS_DISTRO-'
-                                      f'{parts[0].replace("_", "-")}) or choose another output') from None
+                                      f'{parts[0].replace("_", "-")}) or choose another output',
+                                      name=parts[0]) from None
         return getattr(mod, parts[2])
     from robot_drivers.msgs import register_all
     store = typestore()

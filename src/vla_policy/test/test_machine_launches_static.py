@@ -54,21 +54,41 @@ def _flatten(params, prefix=''):
     return out
 
 
+def _constant(tree, name):
+    node = next((n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == name), None)
+    return None if node is None else _literal(node.value)
+
+
+def _cases():
+    """(launch stem, machine, config file) for every machine each launch file starts: a file for one
+    machine names its config and MACHINE; a file for several (humanoid.launch.py) has MACHINES and
+    selects config/<machine>.yaml with its ``machine`` argument."""
+    out = []
+    for stem in LAUNCHES:
+        tree = _parse(PKG / 'launch' / f'{stem}.launch.py')
+        (call,) = _calls(tree, 'machine_launch_description')
+        if _constant(tree, 'MACHINES') is not None:
+            out += [(stem, m, f'{m}.yaml') for m in _constant(tree, 'MACHINES')]
+        else:
+            out.append((stem, _constant(tree, 'MACHINE'), _literal(call.args[0])))
+    return out
+
+
+CASES = _cases()
+IDS = [f'{stem}-{machine}' for stem, machine, _ in CASES]
+
+
 def _launch(stem):
-    """(config file name, the MACHINE constant, the launch file's tree)."""
-    tree = _parse(PKG / 'launch' / f'{stem}.launch.py')
-    (call,) = _calls(tree, 'machine_launch_description')
-    const = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'MACHINE')
-    return _literal(call.args[0]), _literal(const.value), tree
+    return _parse(PKG / 'launch' / f'{stem}.launch.py')
 
 
-def _config(stem):
-    cfg_name, _, _ = _launch(stem)
+def _config(cfg_name):
     return yaml.safe_load((PKG / 'config' / cfg_name).read_text(encoding='utf-8'))
 
 
 def test_there_is_a_launch_file_per_machine_class():
-    assert {'ur5e', 'so100', 'excavator', 'wheel_loader', 'articulated_truck'} <= set(LAUNCHES)
+    classes = {get_machine(machine).embodiment.machine_class for _, machine, _ in CASES}
+    assert classes == {'arm', 'humanoid', 'excavator', 'wheel_loader', 'articulated_truck'}
 
 
 def test_shared_graph_ends_the_launch_as_the_franka_launch():
@@ -117,9 +137,9 @@ def _driver_declared():
     return names, prefixes
 
 
-@pytest.mark.parametrize('stem', LAUNCHES)
-def test_every_yaml_parameter_is_one_the_node_declares(stem):
-    cfg = _config(stem)
+@pytest.mark.parametrize('stem,machine,cfg_name', CASES, ids=IDS)
+def test_every_yaml_parameter_is_one_the_node_declares(stem, machine, cfg_name):
+    cfg = _config(cfg_name)
     assert {'policy_node', 'machine_driver_node'} <= set(cfg)
     policy = _flatten(cfg['policy_node']['ros__parameters'])
     unknown = set(policy) - set(parameter_defaults())
@@ -136,10 +156,9 @@ def test_every_yaml_parameter_is_one_the_node_declares(stem):
         assert key in cfg['policy_node']['ros__parameters'], f'launch sets policy_node.{key}, {stem} yaml lacks it'
 
 
-@pytest.mark.parametrize('stem', LAUNCHES)
-def test_yaml_agrees_with_the_machine_definition(stem):
-    _, machine_name, _ = _launch(stem)
-    cfg = _config(stem)
+@pytest.mark.parametrize('stem,machine_name,cfg_name', CASES, ids=IDS)
+def test_yaml_agrees_with_the_machine_definition(stem, machine_name, cfg_name):
+    cfg = _config(cfg_name)
     policy = cfg['policy_node']['ros__parameters']
     driver = cfg['machine_driver_node']['ros__parameters']
     m = get_machine(driver['machine'])
@@ -159,18 +178,16 @@ def test_yaml_agrees_with_the_machine_definition(stem):
         assert topic.startswith('/'), topic
 
 
-@pytest.mark.parametrize('stem', LAUNCHES)
-def test_default_checkpoint_is_the_one_in_the_yaml(stem):
-    _, _, tree = _launch(stem)
+@pytest.mark.parametrize('stem,machine,cfg_name', CASES, ids=IDS)
+def test_default_checkpoint_is_the_one_in_the_yaml(stem, machine, cfg_name):
+    tree = _launch(stem)
     (call,) = _calls(tree, 'machine_launch_description')
     default = _kw(call, 'checkpoint_default')
-    ckpt = _config(stem)['policy_node']['ros__parameters'].get('checkpoint', '')
+    ckpt = _config(cfg_name)['policy_node']['ros__parameters'].get('checkpoint', '')
     if default is None:
         assert ckpt == '', f'{stem}: the yaml names checkpoint {ckpt!r} but the launch default is ""'
     else:
-        const = next(n for n in tree.body if isinstance(n, ast.Assign)
-                     and getattr(n.targets[0], 'id', '') == default.id)
-        assert _literal(const.value) == ckpt
+        assert _constant(tree, default.id) == ckpt
 
 
 @pytest.mark.parametrize('stem', LAUNCHES)
@@ -182,5 +199,8 @@ def test_the_launch_description_builds_with_launch_ros(stem):
     ld = PythonLaunchDescriptionSource(str(PKG / 'launch' / f'{stem}.launch.py')
                                        ).try_get_launch_description_without_context()
     assert ARGS <= {e.name for e in ld.entities if isinstance(e, DeclareLaunchArgument)}
+    for e in ld.entities:
+        if isinstance(e, DeclareLaunchArgument):
+            assert e.description and e.description != 'no description given', e.name
     assert len([e for e in ld.entities if isinstance(e, Node)]) == 2
     assert len([e for e in ld.entities if isinstance(e, LifecycleNode)]) == 1

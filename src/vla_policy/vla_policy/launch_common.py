@@ -82,7 +82,7 @@ def lifecycle_actions(node, name: str, autostart) -> List:
     ]
 
 
-def machine_launch_description(config: str, title: str, *, checkpoint_default: str = '',
+def machine_launch_description(config, title: str, *, checkpoint_default: str = '',
                                extra_arguments: Iterable[DeclareLaunchArgument] = (),
                                sim_time_note: str = 'true under a simulator') -> LaunchDescription:
     """policy_node + machine_driver_node with parameters from ``config/<config>`` of this package.
@@ -92,7 +92,8 @@ def machine_launch_description(config: str, title: str, *, checkpoint_default: s
     ``use_sim_time``, plus ``extra_arguments``.
 
     Args:
-        config: parameter file name in ``share/vla_policy/config`` (e.g. ``'ur5e.yaml'``); its
+        config: parameter file name in ``share/vla_policy/config`` (e.g. ``'ur5e.yaml'``), or a list of
+            strings and substitutions that make it (``[LaunchConfiguration('machine'), '.yaml']``); its
             ``machine_driver_node.machine`` names the machine.
         title: the machine in words, for descriptions and shutdown reasons (``'UR5e'``).
         checkpoint_default: default of ``checkpoint`` ("" = required unless ``policy_endpoint``).
@@ -108,9 +109,11 @@ def machine_launch_description(config: str, title: str, *, checkpoint_default: s
     ckpt_help = (f'VLA checkpoint directory trained for the {title} (`ros2 run vla_training train`); '
                  + (f'default: {checkpoint_default}, relative to the current directory' if checkpoint_default
                     else 'required unless policy_endpoint is set'))
+    name = [config] if isinstance(config, str) else list(config)
     return LaunchDescription([
+        *extra_arguments,            # first: the default of params_file may use them (humanoid: machine)
         DeclareLaunchArgument(
-            'params_file', default_value=PathJoinSubstitution([FindPackageShare('vla_policy'), 'config', config]),
+            'params_file', default_value=[PathJoinSubstitution([FindPackageShare('vla_policy'), 'config', '']), *name],
             description='ROS parameters of policy_node and machine_driver_node'),
         DeclareLaunchArgument('checkpoint', default_value=checkpoint_default, description=ckpt_help),
         DeclareLaunchArgument('policy_endpoint', default_value='',
@@ -123,7 +126,6 @@ def machine_launch_description(config: str, title: str, *, checkpoint_default: s
                                           '`ros2 lifecycle set /policy_node configure` / `activate`'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description=f'every node uses the /clock topic ({sim_time_note})'),
-        *extra_arguments,
         policy_node,
         *lifecycle_actions(policy_node, 'policy_node', LaunchConfiguration('autostart')),
         Node(package='robot_drivers', executable='machine_driver_node', name='machine_driver_node', output='screen',
