@@ -24,7 +24,7 @@ set_install = $(word 4,$(SET_$(1)))
 set_log = $(word 5,$(SET_$(1)))
 COLCON_BASES = --build-base $(call set_build,$(1)) --install-base $(call set_install,$(1))
 
-.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover clean
+.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover bench-safety clean
 
 # Offscreen OpenGL for MuJoCo (EGL via Mesa; works without a display or GPU).
 system-deps:
@@ -93,8 +93,16 @@ test: test-system-deps build build-jazzy
 	$(PY) scripts/test_summary.py pinned=$(call set_build,pinned) jazzy=$(call set_build,jazzy) || rc=1; \
 	exit $$rc
 
+# `make demo MACHINE=<name>`: the same loop for another machine with a sim task (config/<name>.yaml +
+# config/train_<name>.yaml), e.g. MACHINE=excavator -> benchmarks/results/excavator.json.
 demo: build
-	source $(call set_install,pinned)/setup.bash && $(call set_install,pinned)/vla_training/lib/vla_training/demo $(DEMO_ARGS)
+	source $(call set_install,pinned)/setup.bash && \
+	  $(call set_install,pinned)/vla_training/lib/vla_training/$(if $(MACHINE),machine_demo --machine $(MACHINE),demo) $(DEMO_ARGS)
+
+# Safety fuzz: >= 10^6 random commands through every machine's driver -> benchmarks/results/safety.json
+# and the table in benchmarks/README.md (about 14 min on 2 cores); exits non-zero on any violation.
+bench-safety: build
+	source $(call set_install,pinned)/setup.bash && $(PY) benchmarks/bench_safety.py $(BENCH_ARGS)
 
 # Policy runtime benchmark -> benchmarks/results/runtime.json + the runtime table in benchmarks/README.md
 # (per-observation overhead outside the model, 30 Hz jitter with a 200 ms model, loopback server).

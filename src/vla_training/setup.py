@@ -25,6 +25,7 @@ setup(
             'record_robot = vla_training.record_robot:main',
             'evaluate = vla_training.evaluate:main',
             'demo = vla_training.demo:main',
+            'machine_demo = vla_training.machine_demo:main',
         ],
     },
 )

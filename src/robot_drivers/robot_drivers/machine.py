@@ -40,8 +40,8 @@ import numpy as np
 
 from robot_drivers.embodiment import Embodiment, get_embodiment
 from robot_drivers.safety import (ESTOP, INTERLOCK, MOTION_KINDS, REJECTED, TIME_JUMP, WATCHDOG_HOLD,
-                                  CommandRejected, ConditionKey, EdgeTracker, MotionLimiter, SafetyConfig,
-                                  SafetyEvent)
+                                  MIN_DT, CommandRejected, ConditionKey, EdgeTracker, MotionLimiter,
+                                  SafetyConfig, SafetyEvent)
 
 __all__ = ['MachineState', 'Interlock', 'CommandInput', 'Machine', 'register_machine', 'get_machine', 'available_machines',
            'MachineDriverCore', 'validate_command']
@@ -526,7 +526,7 @@ class MachineDriverCore:
         out, out_vel, cond = self.limiter.step(targets, ref_pos, self.output_velocity, pos, dt, self._out_acc,
                                                stop_targets=np.where(np.isfinite(stop), stop, targets),
                                                jerk=self._cmd is not None and not acting)
-        if dt > 0:
+        if dt >= MIN_DT:
             self._out_acc = (out_vel - self.output_velocity) / dt
             events += tr.update(MOTION_KINDS, cond, dt=dt, clear_s=self.config.condition_clear_s)
         self._out = out

@@ -63,7 +63,7 @@ __all__ = [
     'REJECTED', 'POSITION_CLAMP', 'VELOCITY_LIMIT', 'MAX_STEP', 'ESTOP', 'ESTOP_HOLD',
     'MEASURED_OUTSIDE_LIMITS', 'WATCHDOG_HOLD', 'TIME_JUMP',
     'JOINT_STATE_MISSING', 'JOINT_STATE_STALE', 'JOINT_STATE_INVALID', 'TICK_FAILED',
-    'ACCELERATION_LIMIT', 'POSITION_BRAKE', 'INTERLOCK', 'MOTION_KINDS', 'MotionLimiter', 'braking_speed',
+    'ACCELERATION_LIMIT', 'POSITION_BRAKE', 'INTERLOCK', 'MOTION_KINDS', 'MotionLimiter', 'braking_speed', 'MIN_DT',
 ]
 
 # Edges (SafetyEvent.edge).
@@ -582,6 +582,10 @@ class SafetyFilter:
 
 
 # ============================================================================ motion limiter
+#: Periods shorter than this (s) move nothing: a clock that comes back to within a few ulp of the
+#: previous tick (after jumping back) would otherwise turn round-off into velocities.
+MIN_DT = 1e-6
+
 #: The per-DOF kinds :meth:`MotionLimiter.step` reports.
 MOTION_KINDS = (POSITION_CLAMP, VELOCITY_LIMIT, ACCELERATION_LIMIT, POSITION_BRAKE, MAX_STEP)
 
@@ -648,7 +652,7 @@ class MotionLimiter:
     target assumes an instant change of acceleration, and a jerk bound on top makes the DOF cycle
     around a constant target instead of settling on it.
 
-    ``dt = 0`` (no time passed, or the clock went back) returns the previous output unchanged.
+    ``dt < MIN_DT`` (no time passed, or the clock went back) returns the previous output unchanged.
 
     Args:
         embodiment: the DOFs and their limits.
@@ -727,7 +731,7 @@ class MotionLimiter:
         if not np.isfinite(dt) or dt < 0:
             raise ValueError(f'dt must be finite and >= 0 s, got {dt}')
         out_prev = np.where(self.is_vel, v_prev, p)
-        if dt == 0.0:
+        if dt < MIN_DT:
             return out_prev.copy(), v_prev.copy(), {}
         a_prev = np.zeros(J) if ref_acc is None else np.asarray(ref_acc, dtype=np.float64).reshape(-1)
         jn, unit = self._names, self._units
@@ -805,7 +809,9 @@ class MotionLimiter:
                 if abs(v_pos[i] - v_acc[i]) > tol:
                     cond[(POSITION_BRAKE, jn[i])] = (f'{v_acc[i]:+.4g} {unit[i]}/s slowed to {v_pos[i]:+.4g} near a '
                                                      f'position limit (at {here[i]:.6g})')
-        out_pos = np.clip(p + v_out * dt, self.lower, self.upper)          # clip: float round-off only
+        raw = p + v_out * dt
+        out_pos = np.clip(raw, self.lower, self.upper)                     # clip: float round-off only
         out = np.where(self.is_vel, v_out, out_pos)
-        out_vel = np.where(self.is_vel, v_out, (out_pos - p) / dt)
+        # the velocity is the one chosen, not (out - p) / dt: that quotient is round-off noise when dt is tiny
+        out_vel = np.where(self.is_vel | (out_pos == raw), v_out, (out_pos - p) / dt)
         return out, out_vel, cond
