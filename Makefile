@@ -24,7 +24,7 @@ set_install = $(word 4,$(SET_$(1)))
 set_log = $(word 5,$(SET_$(1)))
 COLCON_BASES = --build-base $(call set_build,$(1)) --install-base $(call set_install,$(1))
 
-.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover bench-safety clean
+.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover bench-safety bench-models clean
 
 # Offscreen OpenGL for MuJoCo (EGL via Mesa; works without a display or GPU).
 system-deps:
@@ -98,6 +98,12 @@ test: test-system-deps build build-jazzy
 demo: build
 	source $(call set_install,pinned)/setup.bash && \
 	  $(call set_install,pinned)/vla_training/lib/vla_training/$(if $(MACHINE),machine_demo --machine $(MACHINE),demo) $(DEMO_ARGS)
+
+# Model zoo: every preset of config/models/ trained on the demo task (record once, two trainings at a time,
+# one thread each) and evaluated closed loop on the same held-out seeds -> benchmarks/results/model_zoo.json
+# + the model-zoo table in benchmarks/README.md. About an hour on 2 cores; BENCH_ARGS="--presets octo,pi0".
+bench-models: build
+	source $(call set_install,pinned)/setup.bash && $(PY) benchmarks/bench_models.py $(BENCH_ARGS)
 
 # Safety fuzz: >= 10^6 random commands through every machine's driver -> benchmarks/results/safety.json
 # and the table in benchmarks/README.md (about 14 min on 2 cores); exits non-zero on any violation.

@@ -35,6 +35,8 @@ setup(
         ('share/' + package_name, ['package.xml', 'requirements.txt']),
         ('share/' + package_name + '/launch', _files('launch/*.launch.py')),
         ('share/' + package_name + '/config', _files('config/*.yaml')),
+        # model presets (`train --preset <name>`)
+        ('share/' + package_name + '/config/models', _files('config/models/*.yaml')),
         # Gazebo Sim world, robot xacro, ros2_control controllers and ros_gz_bridge config
         # (franka_gazebo.launch.py finds them in share/vla_policy/config/gazebo).
         ('share/' + package_name + '/config/gazebo', _files('config/gazebo/*')),

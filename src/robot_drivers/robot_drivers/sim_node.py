@@ -4,6 +4,7 @@ Graph::
 
     /arm_controller/joint_trajectory (JointTrajectory) --> sim_node --> /joint_states (JointState)
                                                                     --> /camera/image_raw (Image, rgb8)
+                                                                    --> /wrist_camera/image_raw (Image, rgb8)
                                                                     --> /vla/instruction (String, latched)
 
 It plays the part of ros2_control's JointTrajectoryController + the hardware: trajectories are
@@ -14,8 +15,10 @@ rendered at ``camera_rate_hz``. Stamps come from the node clock (``use_sim_time`
 the scene runs in real time when the timer keeps up).
 
 Parameters: ``seed`` (cube placement), ``image_size`` (px), ``rate_hz`` (50.0), ``camera_rate_hz``
-(10.0), ``command_topic``, ``joint_states_topic``, ``image_topic``, ``instruction_topic``,
-``instruction`` (published once, latched; empty publishes nothing).
+(10.0), ``command_topic``, ``joint_states_topic``, ``image_topic`` (the ``front`` camera, frame
+``camera_optical_frame``), ``wrist_image_topic`` (the hand camera, frame
+``wrist_camera_optical_frame``; empty publishes none), ``instruction_topic``, ``instruction``
+(published once, latched; empty publishes nothing).
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ class SimNode(Node):
         self._cmd_topic = self.declare_parameter('command_topic', '/arm_controller/joint_trajectory').value
         js_topic = self.declare_parameter('joint_states_topic', '/joint_states').value
         img_topic = self.declare_parameter('image_topic', '/camera/image_raw').value
+        wrist_topic = str(self.declare_parameter('wrist_image_topic', '/wrist_camera/image_raw').value)
         instr_topic = self.declare_parameter('instruction_topic', '/vla/instruction').value
         instruction = str(self.declare_parameter('instruction', 'reach the red cube').value)
         if rate <= 0 or cam_rate <= 0 or cam_rate > rate:
@@ -71,6 +75,8 @@ class SimNode(Node):
         self._ticks = 0
         self._js_pub = self.create_publisher(JointState, js_topic, qos_profile(SENSOR_DATA))
         self._img_pub = self.create_publisher(Image, img_topic, qos_profile(SENSOR_DATA))
+        self._wrist_pub = (self.create_publisher(Image, wrist_topic, qos_profile(SENSOR_DATA))
+                           if wrist_topic.strip() else None)
         self._instr_pub = self.create_publisher(String, instr_topic, qos_profile(LATCHED))
         self.create_subscription(JointTrajectory, self._cmd_topic, self._on_command, qos_profile(COMMANDS))
         if instruction:
@@ -104,6 +110,9 @@ class SimNode(Node):
                                                         velocities=s.velocities))
         if self._ticks % self._camera_every == 0:
             self._img_pub.publish(conv.numpy_to_image(self.sim.render(), now, self._types))
+            if self._wrist_pub is not None:
+                self._wrist_pub.publish(conv.numpy_to_image(self.sim.render('wrist'), now, self._types,
+                                                            frame_id='wrist_camera_optical_frame'))
         self._ticks += 1
 
     def destroy_node(self) -> None:

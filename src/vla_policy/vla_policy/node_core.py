@@ -27,7 +27,7 @@ from typing import Any, Deque, Dict, Mapping, Optional, Tuple, Union
 
 __all__ = ['LATCHED_TOPIC', 'VOLATILE_TOPIC', 'PARAMETER', 'SOURCES', 'InstructionChange',
            'InstructionSelector', 'DEFAULT_CHECKPOINT', 'resolve_checkpoint', 'NODE_PARAMETERS',
-           'RUNTIME_DEFAULTS', 'MODEL_FIELDS', 'parameter_defaults', 'runtime_config']
+           'RUNTIME_DEFAULTS', 'MODEL_FIELDS', 'parameter_defaults', 'runtime_config', 'camera_topics']
 
 LATCHED_TOPIC = 'topic (transient local)'
 VOLATILE_TOPIC = 'topic'
@@ -131,7 +131,7 @@ NODE_PARAMETERS: Dict[str, Any] = {
     'checkpoint': DEFAULT_CHECKPOINT,   # local model ('' with policy_endpoint set is fine)
     'embodiment': 'franka_panda',       # robot_drivers.embodiment registry key
     'device': 'cpu',                    # torch device of the local model
-    'image_topic': '/camera/image_raw',
+    'image_topic': '/camera/image_raw',  # the model's first camera when `cameras` is '' (see camera_topics)
     'joint_states_topic': '/joint_states',
     'instruction_topic': '/vla/instruction',
     'instruction': '',                  # '' = wait for the topic
@@ -148,6 +148,40 @@ NODE_PARAMETERS: Dict[str, Any] = {
 RUNTIME_DEFAULTS: Dict[str, Any] = {'n_action_steps': 0}
 #: RuntimeConfig fields the model (or the policy server's metadata) dictates.
 MODEL_FIELDS = ('n_obs_steps', 'camera')
+
+
+def camera_topics(params: Mapping[str, Any], camera_names: Any) -> Dict[str, str]:
+    """``{camera: image topic}`` for the model's ``camera_names``, in that order.
+
+    With parameter ``cameras`` set (``name=topic`` pairs, see
+    :attr:`vla_policy.runtime.RuntimeConfig.cameras`) it must name exactly the model's cameras.
+    Empty: the first camera is on ``image_topic`` (one camera, as before several existed) and any
+    other camera ``c`` on ``/<c>_camera/image_raw`` (REP-144 style; the sim's ``wrist`` camera is
+    ``/wrist_camera/image_raw``).
+
+    Raises:
+        ValueError: no camera names; ``cameras`` malformed, naming other cameras than the model's
+            (both listed), or giving one topic to two cameras.
+    """
+    from vla_policy.runtime import RuntimeConfig
+    names = [str(c) for c in (camera_names or [])]
+    if not names:
+        raise ValueError('model metadata camera_names is empty: the model reads no camera')
+    given = params.get('cameras', '') or ''
+    if isinstance(given, Mapping) or str(given).strip():
+        topics = RuntimeConfig(cameras=given).camera_topics   # parses and checks the pairs
+        if sorted(topics) != sorted(names):
+            raise ValueError(f'parameter cameras names cameras {list(topics)} but the model reads {names}: '
+                             f'give one name=topic pair per model camera')
+        out = {c: str(topics[c]) for c in names}
+    else:
+        first = str(params.get('image_topic', NODE_PARAMETERS['image_topic']))
+        out = {c: first if i == 0 else f'/{c}_camera/image_raw' for i, c in enumerate(names)}
+    dup = sorted({t for t in out.values() if list(out.values()).count(t) > 1})
+    if dup:
+        raise ValueError(f'cameras {list(out)} would share the image topic(s) {dup}: set parameter cameras '
+                         f'(name=topic pairs) or image_topic')
+    return out
 
 
 def parameter_defaults() -> Dict[str, Any]:
@@ -171,11 +205,15 @@ def runtime_config(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> An
     ``n_action_steps``, ``camera_names``).
 
     ``n_obs_steps`` and ``camera`` are the model's; ``n_action_steps`` <= 0 is the model's; an int
-    given for a float field is taken as a float (``-p max_obs_age_s:=1``).
+    given for a float field is taken as a float (``-p max_obs_age_s:=1``). ``cameras`` becomes
+    every model camera with its topic (:func:`camera_topics`, from ``cameras`` or ``image_topic``
+    in ``params``).
 
     Raises:
         ValueError: ``n_obs_steps`` / ``camera`` set to something other than the dataclass default
-            and the model's value (names both); a value RuntimeConfig rejects; metadata lacking a key.
+            and the model's value (names both); ``cameras`` that do not match the model's
+            ``camera_names`` (:func:`camera_topics`); a value RuntimeConfig rejects; metadata
+            lacking a key.
         TypeError: a value of the wrong type (RuntimeConfig names the field).
     """
     from vla_policy.runtime import RuntimeConfig
@@ -198,4 +236,6 @@ def runtime_config(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> An
         values[name] = model[name]
     if isinstance(values['n_action_steps'], int) and values['n_action_steps'] <= 0:
         values['n_action_steps'] = model['n_action_steps']
+    topics = camera_topics(params, list(metadata['camera_names']))
+    values['cameras'] = ','.join(f'{c}={t}' for c, t in topics.items())
     return RuntimeConfig(**values)

@@ -12,7 +12,7 @@ output chain) and samples with RTC guidance (:mod:`vla_policy.rtc`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,6 +32,12 @@ from .transforms import from_delta, to_delta
 __all__ = ['VLAPolicy', 'PROTOCOL_VERSION']
 
 PROTOCOL_VERSION = 1   # version of the metadata() layout a policy server sends on connect
+
+
+def cfg_head_samples(model: VLA) -> bool:
+    """True when ``model``'s head draws noise in ``forward`` (``flow``, ``diffusion``)."""
+    head = getattr(model, 'head', None)
+    return bool(getattr(head, 'samples', getattr(head, 'supports_guidance', False)))
 
 
 class VLAPolicy:
@@ -82,16 +88,18 @@ class VLAPolicy:
 
     @property
     def supports_guidance(self) -> bool:
-        """True when the head samples with an exposed velocity field (``flow``): RTC is possible."""
-        return bool(getattr(self.model.head, 'supports_guidance', False))
+        """True when the model samples with an exposed velocity field (a ``flow`` head under a continuous
+        structure): RTC is possible."""
+        return bool(getattr(self.model, 'supports_guidance', False))
 
     def metadata(self) -> Dict[str, Any]:
         """What a client needs before the first call (msgpack/JSON-serialisable; protocol version 1).
 
         Keys: ``protocol_version, embodiment, joint_names, camera_names, n_obs_steps,
         n_action_steps, chunk_size, dt`` (s), ``supports_guidance, checkpoint`` (path or None),
-        ``backbone, head`` (registry names), plus ``action_dim, state_dim, image_size`` and
-        ``num_steps`` (Euler steps of a sampling head, else None).
+        ``backbone, head`` (registry names; head ``'none'`` for the discrete structure), ``structure``,
+        plus ``action_dim, state_dim, image_size`` and ``num_steps`` (Euler steps of a flow head, DDIM
+        steps of a diffusion head, else None).
         """
         cfg = self.config
         return {'protocol_version': PROTOCOL_VERSION, 'embodiment': cfg.embodiment,
@@ -101,11 +109,23 @@ class VLAPolicy:
                 'supports_guidance': self.supports_guidance, 'checkpoint': self.checkpoint,
                 'backbone': cfg.backbone.name, 'head': cfg.head.name, 'action_dim': int(cfg.action_dim),
                 'state_dim': int(cfg.state_dim), 'image_size': int(cfg.backbone.image_size),
-                'num_steps': int(cfg.head.num_steps) if self.supports_guidance else None}
+                'structure': cfg.structure, 'num_steps': self._num_steps()}
+
+    def _num_steps(self) -> Optional[int]:
+        if cfg_head_samples(self.model):
+            return int(self.config.head.num_inference_steps if self.config.head.name == 'diffusion'
+                       else self.config.head.num_steps)
+        return None
+
+    @property
+    def cameras(self) -> Tuple[str, ...]:
+        """Every camera the model reads from ``Observation.images``, in the model's order
+        (``VLAConfig.camera_names``; images are fed time-major, camera-minor)."""
+        return tuple(self.config.camera_names)
 
     @property
     def camera(self) -> str:
-        """The (first) camera the model reads from ``Observation.images``."""
+        """The first camera the model reads (:attr:`cameras` ``[0]``; for one-camera callers)."""
         return self.config.camera_names[0]
 
     def reset(self) -> None:
@@ -148,7 +168,8 @@ class VLAPolicy:
         return batch
 
     def _head_kwargs(self) -> Dict[str, Any]:
-        return {'generator': self.generator} if self.supports_guidance and self.generator is not None else {}
+        # every sampling head (flow, diffusion) draws its noise from the policy's seeded generator
+        return {'generator': self.generator} if cfg_head_samples(self.model) and self.generator is not None else {}
 
     def infer(self, history: Sequence[Observation]) -> ActionChunk:
         """ActionChunk (H, A) of absolute joint targets (rad / m) for the newest observation."""

@@ -2,7 +2,8 @@
 
 Graph::
 
-    /camera/image_raw (Image | CompressedImage) --+
+    /camera/image_raw (Image | CompressedImage) --+   (one image topic per model camera,
+                                                  |    e.g. + /wrist_camera/image_raw)
     /joint_states (JointState)                    +--> policy_node --> /vla/joint_trajectory (JointTrajectory)
     /vla/instruction (String, latched or not)     --+        +-------> /diagnostics, ~/status
 
@@ -47,6 +48,9 @@ Parameters (see ``config/franka.yaml``; :func:`vla_policy.node_core.parameter_de
 :class:`vla_policy.runtime.RuntimeConfig` field, same name, type and default (declared from the
 dataclass), except that ``n_action_steps`` 0 (the default here) means the model's and
 ``n_obs_steps`` / ``camera`` are the model's (a value set to something else is refused;
+``cameras``: ``name=topic`` pairs, one per model camera, or "" = the first camera on
+``image_topic`` and any other camera ``c`` on ``/<c>_camera/image_raw``,
+:func:`vla_policy.node_core.camera_topics`; one subscription per camera, each must be fresh;
 :func:`vla_policy.node_core.runtime_config`); ``control_rate_hz`` (0 = the embodiment's) is also the
 control timer's rate; plus ``checkpoint`` (default ``outputs/demo/film_cnn/checkpoint``,
 what ``make demo`` trains), ``embodiment``, ``device``, ``image_topic``, ``joint_states_topic``,
@@ -205,7 +209,9 @@ class PolicyNode(LifecycleNode):
         """RuntimeConfig from the parameters and the model's metadata; raises ValueError/TypeError."""
         from vla_policy.node_core import runtime_config
         from vla_policy.runtime import RuntimeConfig
-        return runtime_config({f.name: self._param(f.name) for f in dataclasses.fields(RuntimeConfig)}, meta)
+        params = {f.name: self._param(f.name) for f in dataclasses.fields(RuntimeConfig)}
+        params['image_topic'] = self._param('image_topic')
+        return runtime_config(params, meta)
 
     def _load_policy(self) -> Tuple[Any, Dict[str, Any], str]:
         """(policy, metadata, description) from ``policy_endpoint`` or ``checkpoint``."""
@@ -256,14 +262,18 @@ class PolicyNode(LifecycleNode):
         if self.instructions.current is not None:
             self.runtime.on_instruction(self.instructions.current)
         self._rate = cfg.control_rate_hz if cfg.control_rate_hz > 0 else float(embodiment.control_rate_hz)
-        self._img_topic = str(self._param('image_topic'))
+        self._cam_topics = dict(cfg.camera_topics)      # {camera: topic}, the model's order
+        self._img_topic = next(iter(self._cam_topics.values()))
         self._js_topic = str(self._param('joint_states_topic'))
         self._cmd_topic = str(self._param('command_topic'))
         self._pub = self.create_lifecycle_publisher(JointTrajectory, self._cmd_topic, qos_profile(COMMANDS))
-        img_type = CompressedImage if self._img_topic.rstrip('/').endswith('/compressed') else Image
-        self._subs = [
-            self.create_subscription(img_type, self._img_topic, self._on_image, qos_profile(SENSOR_DATA)),
-            self.create_subscription(JointState, self._js_topic, self._on_joints, qos_profile(SENSOR_DATA))]
+        self._subs = []
+        for cam, topic in self._cam_topics.items():   # one subscription per camera
+            img_type = CompressedImage if topic.rstrip('/').endswith('/compressed') else Image
+            self._subs.append(self.create_subscription(
+                img_type, topic, lambda msg, cam=cam: self._on_image(msg, cam), qos_profile(SENSOR_DATA)))
+        self._subs.append(
+            self.create_subscription(JointState, self._js_topic, self._on_joints, qos_profile(SENSOR_DATA)))
         record = str(self._param('record_rollouts')).strip()
         if record:
             from vla_policy.rollout_recorder import RolloutRecorder, RolloutTopics
@@ -271,7 +281,8 @@ class PolicyNode(LifecycleNode):
                                    executed=str(self._param('record_command_topic')), command=self._cmd_topic)
             self.recorder = RolloutRecorder(record, topics, serialize=serialize_message)
         self.get_logger().info(
-            f'configured: VLA {what} for {embodiment.name}: {self._img_topic}, {self._js_topic}, {self._instr_topic} '
+            f'configured: VLA {what} for {embodiment.name}: '
+            f'{", ".join(f"{t} ({c})" for c, t in self._cam_topics.items())}, {self._js_topic}, {self._instr_topic} '
             f'-> {self._cmd_topic} at {self._rate:g} Hz; handover {cfg.handover}, inference {cfg.inference}; '
             f'images via {self._converter}' + (f'; recording rollouts to {record}' if record else ''))
         if 'does not load' in self._converter:
@@ -411,16 +422,20 @@ class PolicyNode(LifecycleNode):
             except (ValueError, KeyError, OSError) as exc:
                 self._input_failed('recording', f'rollout recording failed: {exc}')
 
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, msg: Any, camera: Optional[str] = None) -> None:
         if self.runtime is None:
             return
+        camera = camera or next(iter(self._cam_topics))
+        topic = self._cam_topics[camera]
+        what = 'image' if len(self._cam_topics) == 1 else f'camera {camera} image'
         try:
-            self.runtime.on_image_msg(msg, source=self._img_topic, bridge=self._bridge)
+            self.runtime.on_image_msg(msg, camera=camera, source=topic, bridge=self._bridge)
         except ValueError as exc:
-            self._input_failed('image', f'ignoring image: {exc}')
+            self._input_failed(what, f'ignoring image: {exc}')
             return
-        self._input_ok('image')
-        self._record(self._img_topic, msg)
+        self._input_ok(what)
+        if topic == self._img_topic:   # the rollout bag holds the first camera (RolloutTopics.image)
+            self._record(topic, msg)
 
     def _on_joints(self, msg: JointState) -> None:
         if self.runtime is None:

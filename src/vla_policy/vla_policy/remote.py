@@ -244,12 +244,21 @@ class RemotePolicy:
         return bool(self.metadata.get('supports_guidance'))
 
     @property
-    def camera(self) -> str:
-        """The (first) camera the served model reads."""
+    def cameras(self) -> Tuple[str, ...]:
+        """Every camera the served model reads, in its order (``camera_names`` of the metadata).
+
+        Raises:
+            ValueError: the server's metadata names no camera.
+        """
         cams = self.metadata.get('camera_names') or []
         if not cams:
             raise ValueError(f'policy server {self.url} did not say which cameras its policy reads')
-        return cams[0]
+        return tuple(str(c) for c in cams)
+
+    @property
+    def camera(self) -> str:
+        """The first camera the served model reads (:attr:`cameras` ``[0]``; for one-camera callers)."""
+        return self.cameras[0]
 
     # ------------------------------------------------------------------ calls
     def _call_locked(self, msg: Dict[str, Any]) -> Dict[str, Any]:

@@ -4,8 +4,9 @@ The rclpy ``policy_node`` and the ROS-free closed-loop evaluation both drive thi
 code path turns camera / joint-state / instruction messages into trajectory commands.
 
 Per control tick (``step(now)``):
-1. refuse to act when an input is missing or older than ``max_obs_age_s`` (the plan is dropped:
-   acting on it would replay stale intent);
+1. refuse to act when an input -- any camera of ``cameras``, the joint state, the instruction --
+   is missing or older than ``max_obs_age_s`` (the plan is dropped: acting on it would replay
+   stale intent); the refusal names the camera and its topic;
 2. push the newest observation into the history (``n_obs_steps`` long);
 3. pick up a chunk the inference backend has finished (:mod:`vla_policy.inference`) and splice it
    into the time-indexed plan (:mod:`vla_policy.handover`): its rows due by the time it was ready
@@ -37,7 +38,7 @@ import math
 import sys
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -67,7 +68,14 @@ class RuntimeConfig:
         more inference.
     max_obs_age_s: refuse to act on an image or joint state older than this (s). 0.5 s = 5
         control periods at 10 Hz: a camera hiccup is tolerated, a dead driver is not.
-    camera: key of the image in ``Observation.images`` (the model's camera name).
+    camera: key of the image in ``Observation.images`` (the model's camera name); with several
+        cameras, the first of ``cameras``.
+    cameras: every camera the model reads and its image topic, as ``name=topic`` pairs separated
+        by commas, in the model's ``camera_names`` order (a string so that it is one ROS parameter),
+        e.g. ``'front=/camera/image_raw,wrist=/wrist_camera/image_raw'``; a mapping
+        ``{name: topic}`` is accepted too. ``''`` (default) = the one camera ``camera`` on
+        ``/camera/image_raw``. An observation is complete only when every camera is fresh. The
+        topics only name where images come from (in refusals); the caller subscribes.
     handover: how a new chunk meets the executing plan, one of ``'open_loop'`` (default: execute
         ``n_action_steps`` rows, then the next chunk), ``'aggregate'`` (LeRobot async inference),
         ``'temporal_ensemble'`` (ACT), ``'blend'``, ``'rtc'`` (real-time chunking; needs a policy
@@ -100,6 +108,7 @@ class RuntimeConfig:
     n_action_steps: int = 4
     max_obs_age_s: float = 0.5
     camera: str = 'front'
+    cameras: str = ''
     handover: str = 'open_loop'
     inference: str = 'sync'
     chunk_size_threshold: float = 0.5
@@ -114,6 +123,8 @@ class RuntimeConfig:
     control_rate_hz: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.cameras, Mapping):
+            self.cameras = ','.join(f'{k}={v}' for k, v in self.cameras.items())
         for f in fields(self):
             v = getattr(self, f.name)
             want = {'int': int, 'float': (int, float), 'str': str, 'bool': bool}[f.type]
@@ -132,6 +143,12 @@ class RuntimeConfig:
             raise ValueError(f'max_obs_age_s must be > 0, got {self.max_obs_age_s}')
         if not self.camera:
             raise ValueError('camera must name the model camera, got an empty string')
+        topics = self.camera_topics     # parses (and checks) cameras
+        if self.cameras:
+            first = next(iter(topics))
+            if self.camera not in ('front', first):
+                raise ValueError(f'camera {self.camera!r} is not the first of cameras {list(topics)}')
+            self.camera = first
         for name, value, valid in (('handover', self.handover, HANDOVER_MODES), ('inference', self.inference, BACKENDS),
                                    ('aggregate_fn', self.aggregate_fn, tuple(AGGREGATE_FUNCTIONS)),
                                    ('blend_shape', self.blend_shape, BLEND_SHAPES),
@@ -149,6 +166,38 @@ class RuntimeConfig:
             raise ValueError(f'rtc_max_guidance_weight must be > 0, got {self.rtc_max_guidance_weight}')
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz >= 0):
             raise ValueError(f'control_rate_hz must be >= 0 (0 = the embodiment rate), got {self.control_rate_hz}')
+
+    @property
+    def camera_topics(self) -> Dict[str, str]:
+        """``{camera name: image topic}`` of :attr:`cameras`, in order (``{camera: '/camera/image_raw'}`` when empty).
+
+        Raises:
+            ValueError: a pair that is not ``name=/topic``, or a camera or topic given twice.
+        """
+        if not self.cameras.strip():
+            return {self.camera: DEFAULT_IMAGE_TOPIC}
+        out: Dict[str, str] = {}
+        for pair in self.cameras.split(','):
+            name, sep, topic = (x.strip() for x in pair.partition('='))
+            if not sep or not name or not topic.startswith('/'):
+                raise ValueError(f'cameras must be name=/topic pairs separated by commas (e.g. '
+                                 f'"front=/camera/image_raw,wrist=/wrist_camera/image_raw"), got {pair.strip()!r} '
+                                 f'in {self.cameras!r}')
+            if name in out:
+                raise ValueError(f'cameras names camera {name!r} twice: {self.cameras!r}')
+            if topic in out.values():
+                raise ValueError(f'cameras gives the topic {topic} to two cameras: {self.cameras!r}')
+            out[name] = topic
+        return out
+
+    @property
+    def camera_names(self) -> Tuple[str, ...]:
+        """The cameras in order (``(camera,)`` when :attr:`cameras` is empty)."""
+        return tuple(self.camera_topics)
+
+
+#: Image topic of the single camera when ``RuntimeConfig.cameras`` is empty (REP-144 style).
+DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
 
 
 @dataclass(frozen=True)
@@ -202,7 +251,9 @@ class RuntimeSnapshot:
 
     status: ``'running'`` or why no command is produced. acting: not refusing.
     instruction: the current one (None until one arrives).
-    input_ages_s: ``{'image', 'joint_state'}``: ``now`` minus the newest stamp, s (None: none yet).
+    input_ages_s: ``{'image', 'joint_state'}``: ``now`` minus the newest stamp, s (None: none yet);
+        ``'image'`` is the oldest camera's (None while a camera has none); with several cameras
+        also ``'image/<camera>'`` for each.
     latency_ms: ``{'last', 'p50', 'p99'}`` over the last 100 inferences, request -> chunk ready
         (sync: the wall time of the call), ms (None: no inference yet).
     inferences: chunks received. inference_errors: policy calls that raised.
@@ -296,10 +347,11 @@ class PolicyRuntime:
             binary_dims=binary_dims)
         self.period = 1.0 / cfg.control_rate_hz if cfg.control_rate_hz > 0 else float(embodiment.dt)
         self.history = ObservationHistory(cfg.n_obs_steps)
-        self._image: Optional[Tuple[np.ndarray, float]] = None
+        self.camera_topics: Dict[str, str] = cfg.camera_topics    # {camera: topic}, model order
+        self._images: Dict[str, Tuple[np.ndarray, float]] = {}
         self._joints: Optional[Tuple[np.ndarray, Optional[np.ndarray], float]] = None
         self._instruction: Optional[str] = None
-        self._last_pushed = None      # (image stamp, joint stamp) of the last history entry
+        self._last_pushed = None      # (image stamps..., joint stamp) of the last history entry
         self.status = 'waiting for inputs'
         self.refusal: Optional[str] = self.status
         self._refusal_key: Optional[Tuple[str, ...]] = ('start',)
@@ -333,9 +385,21 @@ class PolicyRuntime:
         return out
 
     # ------------------------------------------------------------------ inputs (arrays)
-    def on_image(self, image: np.ndarray, stamp: float) -> None:
-        """``image`` uint8 (H, W, 3) RGB stamped ``stamp`` s."""
-        self._image = (image, float(stamp))
+    def on_image(self, image: np.ndarray, stamp: float, camera: Optional[str] = None) -> None:
+        """``image`` uint8 (H, W, 3) RGB of ``camera`` (default: the first) stamped ``stamp`` s.
+
+        Raises:
+            ValueError: a camera the runtime does not read (names the configured ones).
+        """
+        cam = self.cfg.camera_names[0] if camera is None else str(camera)
+        if cam not in self.camera_topics:
+            raise ValueError(f'image of camera {cam!r}, but the model reads cameras {list(self.camera_topics)}')
+        self._images[cam] = (image, float(stamp))
+
+    @property
+    def _image(self) -> Optional[Tuple[np.ndarray, float]]:
+        """The first camera's newest ``(image, stamp)`` (None: none yet)."""
+        return self._images.get(self.cfg.camera_names[0])
 
     def on_joint_state(self, positions: np.ndarray, stamp: float, velocities: Optional[np.ndarray] = None) -> None:
         """``positions (J,)`` in embodiment order (rad / m); raises ValueError on the wrong length."""
@@ -367,11 +431,18 @@ class PolicyRuntime:
         return True
 
     # ------------------------------------------------------------------ inputs (messages, any flavour)
-    def on_image_msg(self, msg: Any, *, source: str = '/camera/image_raw', bridge: Any = None) -> None:
-        """``sensor_msgs/Image`` or ``CompressedImage`` (rclpy or rosbags), converted by
-        :func:`robot_drivers.conversions.image_msg_to_rgb` (cv_bridge when ``bridge`` is a
-        ``CvBridge``, else the built-in converter). Raises ValueError naming ``source``."""
-        self.on_image(conv.image_msg_to_rgb(msg, source=source, bridge=bridge), conv.stamp_to_sec(msg.header.stamp))
+    def on_image_msg(self, msg: Any, *, source: Optional[str] = None, bridge: Any = None,
+                     camera: Optional[str] = None) -> None:
+        """``sensor_msgs/Image`` or ``CompressedImage`` (rclpy or rosbags) of ``camera`` (default:
+        the first), converted by :func:`robot_drivers.conversions.image_msg_to_rgb` (cv_bridge when
+        ``bridge`` is a ``CvBridge``, else the built-in converter). ``source`` (default: the
+        camera's topic) names the input in errors. Raises ValueError naming ``source``, or an
+        unknown camera."""
+        cam = self.cfg.camera_names[0] if camera is None else str(camera)
+        if cam not in self.camera_topics:
+            raise ValueError(f'image of camera {cam!r}, but the model reads cameras {list(self.camera_topics)}')
+        src = self.camera_topics[cam] if source is None else source
+        self.on_image(conv.image_msg_to_rgb(msg, source=src, bridge=bridge), conv.stamp_to_sec(msg.header.stamp), cam)
 
     def on_joint_state_msg(self, msg: Any, *, source: str = '/joint_states') -> None:
         pos, vel = conv.joint_state_to_state(msg, self.embodiment, source=source)
@@ -406,8 +477,12 @@ class PolicyRuntime:
         lat = np.asarray(self._latencies, np.float64) * 1e3
         latency = ({'last': float(lat[-1]), 'p50': float(np.percentile(lat, 50)), 'p99': float(np.percentile(lat, 99))}
                    if len(lat) else {'last': None, 'p50': None, 'p99': None})
-        ages = {'image': None if self._image is None else now - self._image[1],
-                'joint_state': None if self._joints is None else now - self._joints[2]}
+        cam_ages = {c: None if c not in self._images else now - self._images[c][1] for c in self.camera_topics}
+        ages: Dict[str, Optional[float]] = {
+            'image': None if None in cam_ages.values() else max(cam_ages.values()),
+            'joint_state': None if self._joints is None else now - self._joints[2]}
+        if len(cam_ages) > 1:
+            ages.update({f'image/{c}': a for c, a in cam_ages.items()})
         last = self.handover.last_splice
         return RuntimeSnapshot(
             status=self.status, acting=self.refusal is None, instruction=self._instruction, input_ages_s=ages,
@@ -494,23 +569,25 @@ class PolicyRuntime:
         if self._last_tick is not None and now - self._last_tick > 1.5 * self.period:
             self.missed_ticks += 1
         self._last_tick = now
-        if self._image is None or self._joints is None or self._instruction is None:
-            missing = [n for n, v in (('image', self._image), ('joint state', self._joints),
-                                      ('instruction', self._instruction)) if v is None]
+        cams = self.camera_topics
+        what_cam = {c: 'image' if len(cams) == 1 else f'camera {c!r} image ({t})' for c, t in cams.items()}
+        if len(self._images) < len(cams) or self._joints is None or self._instruction is None:
+            missing = [what_cam[c] for c in cams if c not in self._images]
+            missing += [n for n, v in (('joint state', self._joints), ('instruction', self._instruction)) if v is None]
             self._refuse(('waiting', *missing), f'waiting for {", ".join(missing)}', now)
             return None
-        img, img_stamp = self._image
         q, qd, q_stamp = self._joints
-        for what, stamp in (('image', img_stamp), ('joint state', q_stamp)):
+        inputs = [(what_cam[c], self._images[c][1]) for c in cams] + [('joint state', q_stamp)]
+        for what, stamp in inputs:
             age = now - stamp
             if age > self.cfg.max_obs_age_s:
                 self._refuse(('stale', what), f'{what} is {age:.3f} s old (max_obs_age_s = {self.cfg.max_obs_age_s})',
                              now)
                 return None
-        key = (img_stamp, q_stamp)
+        key = tuple(stamp for _, stamp in inputs)
         if key != self._last_pushed:
-            self.history.push(Observation(images={self.cfg.camera: img}, joint_positions=q,
-                                          instruction=self._instruction, stamp=max(img_stamp, q_stamp),
+            self.history.push(Observation(images={c: self._images[c][0] for c in cams}, joint_positions=q,
+                                          instruction=self._instruction, stamp=max(key),
                                           joint_velocities=qd))
             self._last_pushed = key
         spliced = self._take(self.backend.poll(now), now)

@@ -33,8 +33,8 @@ from robot_drivers import conversions
 from robot_drivers.embodiment import Embodiment
 
 from .alignment import NoTickError, align, latest_at
-from .bag_reader import (IMAGE_TYPES, TRAJECTORY_TYPE, BagError, BagTopics, bag_info, find_bags, open_bag,
-                         read_selected, read_stamps)
+from .bag_reader import (DEFAULT_CAMERA, IMAGE_TYPES, TRAJECTORY_TYPE, BagError, BagTopics, bag_info, find_bags,
+                         open_bag, read_selected, read_stamps)
 from .targets import TargetError, check_finite, chunk_targets, command_actions, fill_from_state
 
 __all__ = [
@@ -61,7 +61,7 @@ class Episode:
     Attributes:
         source: bag path.
         stamps: ``float64 (T,)`` seconds since the epoch, strictly increasing grid times.
-        images: ``uint8 (T, H, W, 3)`` RGB (resized to ``image_size`` if given).
+        images: ``uint8 (T, H, W, 3)`` RGB (resized to ``image_size`` if given) of the first camera.
         joint_positions: ``float32 (T, J)`` measured positions, embodiment order (rad / m).
         actions: ``float32 (T, A)`` commanded positions (trajectory point 0), embodiment order.
         instructions: ``(T,)`` language instruction in force at each tick.
@@ -70,6 +70,9 @@ class Episode:
         rate_hz: the grid rate (Hz); consecutive kept ticks are ``1 / rate_hz`` apart except at drops.
         stale: ``{topic: ticks}`` how many grid ticks each topic was stale at (a dropped tick may count
             for several topics); empty when nothing was dropped.
+        camera_images: ``{camera name: uint8 (T, H, W, 3)}`` every camera, in camera order (the first
+            is ``images``); empty for an episode built without names (then ``images`` is its one
+            camera, see :meth:`cameras`).
     """
 
     source: str
@@ -82,17 +85,24 @@ class Episode:
     joint_names: Tuple[str, ...] = ()
     rate_hz: Optional[float] = None
     stale: Dict[str, int] = field(default_factory=dict)
+    camera_images: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         t = int(np.shape(self.stamps)[0])
         lens = {'images': len(self.images), 'joint_positions': len(self.joint_positions),
                 'actions': len(self.actions), 'instructions': len(self.instructions)}
+        lens.update({f'camera_images[{c!r}]': len(v) for c, v in self.camera_images.items()})
         bad = {k: n for k, n in lens.items() if n != t}
         if bad:
             raise ValueError(f'Episode {self.source}: {t} stamps but lengths {bad}')
 
     def __len__(self) -> int:
         return int(self.stamps.shape[0])
+
+    def cameras(self) -> Dict[str, np.ndarray]:
+        """``{camera name: uint8 (T, H, W, 3)}``: :attr:`camera_images`, or ``{DEFAULT_CAMERA: images}``
+        for an episode built with one unnamed camera."""
+        return dict(self.camera_images) if self.camera_images else {DEFAULT_CAMERA: self.images}
 
     def chunk_targets(self, chunk_size: int) -> Tuple[np.ndarray, np.ndarray]:
         """:func:`chunk_targets` of this episode's actions, not crossing dropped ticks (needs ``rate_hz``)."""
@@ -183,6 +193,9 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
         embodiment: defines the joint order ``(J,)`` of ``joint_positions`` and ``actions``.
         topics: topic names (default :class:`BagTopics`); ``topics.command = None`` when no command
             was recorded: every action is then the next measured joint state (see below).
+            ``topics.images`` reads several cameras, each aligned to the grid like the joint
+            states (a tick where any camera is stale is dropped and counted under its topic);
+            :attr:`Episode.camera_images` holds them by camera name.
         rate_hz: grid rate in Hz (default ``embodiment.control_rate_hz``).
         image_size: ``(height, width)`` or an int for square; frames are resized with PIL bilinear.
         max_age_s: a tick is dropped when a topic's selected message is older than this (s);
@@ -241,7 +254,8 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
         use_future_js = latest_at(st['joint_states'], ticks + int(round(period_ns))) if from_state \
             else np.zeros(0, dtype=np.int64)
         # ... then only the messages the kept ticks use
-        wanted = {'image': al.index['image'],
+        cam_roles = topics.camera_roles()   # {camera: role}
+        wanted = {**{r: al.index[r] for r in cam_roles.values()},
                   'joint_states': np.concatenate([al.index['joint_states'], use_future_js])}
         if has_command:
             wanted['command'] = al.index['command']
@@ -274,15 +288,19 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
     except TargetError as exc:
         raise BagError(str(exc)) from exc
 
-    img = series['image']
-    images = _image_rows(msgs['image'], al.index['image'], img.stamps, hw,
-                         f'bag {path}: topic {img.topic}')
+    camera_images: Dict[str, np.ndarray] = {}
+    for cam, role in cam_roles.items():
+        img = series[role]
+        camera_images[cam] = _image_rows(msgs[role], al.index[role], img.stamps, hw,
+                                         f'bag {path}: topic {img.topic}')
     instr = series['instruction']
     instructions = [instr.text_at(s) for s in al.index['instruction']]
 
-    return Episode(source=str(path), stamps=ticks.astype(np.float64) * 1e-9, images=images,
+    return Episode(source=str(path), stamps=ticks.astype(np.float64) * 1e-9,
+                   images=next(iter(camera_images.values())),
                    joint_positions=joint_positions, actions=actions.astype(np.float32), instructions=instructions,
-                   dropped=al.dropped, joint_names=tuple(names), rate_hz=rate, stale=dict(al.stale))
+                   dropped=al.dropped, joint_names=tuple(names), rate_hz=rate, stale=dict(al.stale),
+                   camera_images=camera_images)
 
 
 def read_episodes(paths: Union[PathLike, Iterable[PathLike]], embodiment: Embodiment,

@@ -42,6 +42,7 @@ __all__ = [
     'BagStamps',
     'IMAGE_TYPES',
     'ROLES',
+    'DEFAULT_CAMERA',
     'open_bag',
     'resolve_topics',
     'read_stamps',
@@ -65,6 +66,20 @@ EXPECTED_TYPES: Dict[str, Tuple[str, ...]] = {
     'command': (TRAJECTORY_TYPE,),
 }
 ROLES = ('image', 'joint_states', 'instruction', 'command')
+#: Camera name of the single ``image`` topic (``VLAConfig.camera_names`` default).
+DEFAULT_CAMERA = 'front'
+
+
+def expected_types(role: str) -> Tuple[str, ...]:
+    """Accepted message types of ``role`` (a camera role ``image/<camera>`` is an image role)."""
+    return EXPECTED_TYPES['image' if role.startswith('image/') else role]
+
+
+def describe_role(role: str) -> str:
+    """``role`` as error messages say it: ``image``, ``camera 'wrist' image``, ``joint_states``, ..."""
+    if role.startswith('image/'):
+        return f"camera {role.split('/', 1)[1]!r} image"
+    return role
 
 
 class BagError(ValueError):
@@ -82,12 +97,17 @@ class BagTopics:
         command: ``trajectory_msgs/JointTrajectory``; the training target is point 0's positions.
             ``None`` when no command was recorded (kinesthetic teaching, a leader arm driving the
             follower's controller directly): every action is then the next measured joint state.
+        images: several cameras, ``{camera name: image topic}`` in the model's camera order (e.g.
+            ``{front: /camera/image_raw, wrist: /wrist_camera/image_raw}``); each topic is aligned
+            to the control ticks like ``image``. ``None`` (default): one camera, ``image``, named
+            :data:`DEFAULT_CAMERA`. Give ``image`` or ``images``, not both.
     """
 
     image: str = '/camera/image_raw'
     joint_states: str = '/joint_states'
     instruction: str = '/vla/instruction'
     command: Optional[str] = '/arm_controller/joint_trajectory'
+    images: Optional[Dict[str, str]] = None
     #: message types accepted on ``command`` besides JointTrajectory: the output types of the
     #: embodiment's groups (set by :func:`vla_training.bag_dataset.read_episode`, not from YAML)
     native_command_types: Tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -96,20 +116,64 @@ class BagTopics:
     def from_dict(cls, d: Optional[Dict[str, Any]]) -> 'BagTopics':
         """Build from a YAML mapping (``command: null`` = no command topic).
 
+        ``images`` is a mapping ``{camera name: topic}`` (several cameras, see the class).
+
         Raises:
-            ValueError: unknown keys, or a value that is not an absolute topic name.
+            ValueError: unknown keys, a value that is not an absolute topic name, both ``image`` and
+                ``images``, or ``images`` that is not a non-empty mapping of names to topics.
         """
         d = dict(d or {})
         known = set(cls.__dataclass_fields__) - {'native_command_types'}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f'unknown bag topic keys {unknown}; expected some of {sorted(known)}')
+        if d.get('images') is None:
+            d.pop('images', None)
+        elif 'image' in d:
+            raise ValueError(f"bag topics: give either image ({d['image']!r}) or images ({d['images']!r}), not both")
         for k, v in d.items():
             if k == 'command' and v is None:
+                continue
+            if k == 'images':
+                if not isinstance(v, dict) or not v:
+                    raise ValueError(f'bag topic images must map camera names to topics, e.g. '
+                                     f'{{front: /camera/image_raw, wrist: /wrist_camera/image_raw}}, got {v!r}')
+                for cam, t in v.items():
+                    if not isinstance(cam, str) or not cam or not isinstance(t, str) or not t.startswith('/'):
+                        raise ValueError(f'bag topic images[{cam!r}] must be an absolute topic name like "/x", '
+                                         f'got {t!r}')
                 continue
             if not isinstance(v, str) or not v.startswith('/'):
                 raise ValueError(f'bag topic {k!r} must be an absolute topic name like "/x", got {v!r}')
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            self.images = {str(k): str(v) for k, v in dict(self.images).items()}
+            if not self.images:
+                raise ValueError('bag topics: images is empty; name at least one camera (or use image)')
+            topics = list(self.images.values())
+            dup = sorted({t for t in topics if topics.count(t) > 1})
+            if dup:
+                raise ValueError(f'bag topics: cameras {self.images} share the topic(s) {dup}; '
+                                 f'each camera needs its own topic')
+
+    def cameras(self) -> Dict[str, str]:
+        """``{camera name: image topic}`` in camera order (one camera, :data:`DEFAULT_CAMERA`, without ``images``)."""
+        return dict(self.images) if self.images else {DEFAULT_CAMERA: self.image}
+
+    def camera_roles(self) -> Dict[str, str]:
+        """``{camera name: role}``: the role is ``'image'`` for the single ``image`` topic (as
+        before several cameras existed), ``'image/<camera>'`` for each of ``images``."""
+        if not self.images:
+            return {DEFAULT_CAMERA: 'image'}
+        return {c: f'image/{c}' for c in self.images}
+
+    def topic(self, role: str) -> Optional[str]:
+        """The topic of ``role`` (a name of :data:`ROLES` or a camera role ``image/<camera>``)."""
+        if role.startswith('image/'):
+            return self.cameras()[role.split('/', 1)[1]]
+        return getattr(self, role)
 
     @classmethod
     def from_robot_config(cls, path: PathLike) -> 'BagTopics':
@@ -117,7 +181,9 @@ class BagTopics:
 
         image / joint states / instruction are ``policy_node``'s; the command is ``arm_driver_node``'s
         ``output_topic`` (what the controller executed; see
-        :class:`robot_drivers.robot_config.RobotTopics`).
+        :class:`robot_drivers.robot_config.RobotTopics`). When ``policy_node``'s ``cameras``
+        parameter is set (``name=topic`` pairs, see ``vla_policy.runtime.RuntimeConfig.cameras``),
+        those cameras are ``images`` (the model's cameras as deployed), else ``image_topic`` is ``image``.
 
         Raises:
             FileNotFoundError: no such file. ValueError: a missing section or parameter, or nodes
@@ -125,15 +191,31 @@ class BagTopics:
         """
         from robot_drivers.robot_config import RobotTopics
         rt = RobotTopics.from_params_file(path)
+        images = _policy_node_cameras(path)
+        if images is not None:
+            return cls(images=images, joint_states=rt.joint_states, instruction=rt.instruction,
+                       command=rt.controller_command)
         return cls(image=rt.image, joint_states=rt.joint_states, instruction=rt.instruction,
                    command=rt.controller_command)
 
-    def as_dict(self) -> Dict[str, Optional[str]]:
-        return {r: getattr(self, r) for r in ROLES}
+    def as_dict(self) -> Dict[str, Any]:
+        """The YAML mapping (:meth:`from_dict` reads it back): ``image`` for one camera, ``images`` for several."""
+        d: Dict[str, Any] = {r: getattr(self, r) for r in ROLES}
+        if self.images:
+            del d['image']
+            d['images'] = dict(self.images)
+        return d
 
     def roles(self) -> Tuple[str, ...]:
-        """The roles with a topic, in :data:`ROLES` order (``command`` left out when ``None``)."""
-        return tuple(r for r in ROLES if getattr(self, r) is not None)
+        """The roles with a topic, in :data:`ROLES` order (``command`` left out when ``None``); the
+        image role is one per camera (:meth:`camera_roles`)."""
+        out: List[str] = []
+        for r in ROLES:
+            if r == 'image':
+                out.extend(self.camera_roles().values())
+            elif getattr(self, r) is not None:
+                out.append(r)
+        return tuple(out)
 
 
 @dataclass
@@ -171,6 +253,29 @@ class BagStamps:
 
     def __getitem__(self, role: str) -> TopicSeries:
         return self.series[role]
+
+
+def _policy_node_cameras(path: PathLike) -> Optional[Dict[str, str]]:
+    """``policy_node.cameras`` of a robot parameter file as ``{name: topic}``; None when unset or empty.
+
+    Raises:
+        ValueError: a value that is not ``name=/topic`` pairs separated by commas (file named).
+    """
+    import yaml
+    with open(path, encoding='utf8') as f:
+        doc = yaml.safe_load(f) or {}
+    params = ((doc.get('policy_node') or {}).get('ros__parameters') or {})
+    text = str(params.get('cameras', '') or '').strip()
+    if not text:
+        return None
+    out: Dict[str, str] = {}
+    for pair in text.split(','):
+        name, sep, topic = (x.strip() for x in pair.partition('='))
+        if not sep or not name or not topic.startswith('/'):
+            raise ValueError(f'{path}: policy_node.cameras must be name=/topic pairs separated by commas, '
+                             f'got {pair.strip()!r}')
+        out[name] = topic
+    return out
 
 
 # ----------------------------------------------------------------------------- bag access
@@ -242,17 +347,18 @@ def resolve_topics(reader, path: Path, topics: BagTopics) -> Dict[str, Tuple[str
     available = ', '.join(f'{t} [{by_topic[t][0].msgtype}]' for t in sorted(by_topic)) or 'none'
     out = {}
     for role in topics.roles():
-        topic = getattr(topics, role)
+        topic = topics.topic(role)
+        what = describe_role(role)
         conns = by_topic.get(topic)
         if not conns:
-            raise BagError(f'bag {path}: {role} topic {topic} is not in the bag; it has: {available}')
+            raise BagError(f'bag {path}: {what} topic {topic} is not in the bag; it has: {available}')
         types = sorted({c.msgtype for c in conns})
         native_command = role == 'command' and len(types) == 1 and types[0] in topics.native_command_types
-        if len(types) != 1 or (types[0] not in EXPECTED_TYPES[role] and not native_command):
-            raise BagError(f'bag {path}: {role} topic {topic} has type {" / ".join(types)}, '
-                           f'expected {" or ".join(EXPECTED_TYPES[role])}')
+        if len(types) != 1 or (types[0] not in expected_types(role) and not native_command):
+            raise BagError(f'bag {path}: {what} topic {topic} has type {" / ".join(types)}, '
+                           f'expected {" or ".join(expected_types(role))}')
         if sum(int(c.msgcount) for c in conns) == 0:
-            raise BagError(f'bag {path}: {role} topic {topic} has no messages')
+            raise BagError(f'bag {path}: {what} topic {topic} has no messages')
         out[role] = (topic, types[0], conns)
     return out
 
@@ -300,7 +406,7 @@ def read_stamps(reader, path: Path, topics: BagTopics) -> BagStamps:
     for r, (topic, msgtype, conns) in roles.items():
         raw_st = np.asarray(stamps[r], dtype=np.int64)
         if raw_st.size == 0:
-            raise BagError(f'bag {path}: {r} topic {topic} has no messages')
+            raise BagError(f'bag {path}: {describe_role(r)} topic {topic} has no messages')
         order = np.argsort(raw_st, kind='stable')  # bag order is receive order; sort by stamp
         series[r] = TopicSeries(topic=topic, msgtype=msgtype, connections=conns, stamps=raw_st[order],
                                 order=order, recv=recv[r], texts=texts if r == 'instruction' else [])

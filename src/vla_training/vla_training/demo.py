@@ -26,21 +26,9 @@ __all__ = ['main', 'run_demo', 'format_table']
 
 
 def _config_path(name: str) -> str:
-    """``config/<name>``: the workspace's (above this file or the working directory), else the
-    installed ``share/vla_policy/config/<name>`` of any prefix on ``AMENT_PREFIX_PATH``.
-
-    Raises:
-        FileNotFoundError: none of those exists (the places looked at are listed).
-    """
-    here = Path(__file__).resolve()
-    places = [parent / 'config' / name for parent in here.parents]
-    places.append(Path.cwd() / 'config' / name)
-    for prefix in filter(None, os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)):
-        places.append(Path(prefix) / 'share' / 'vla_policy' / 'config' / name)
-    for cand in places:
-        if cand.is_file():
-            return str(cand)
-    raise FileNotFoundError(f'config/{name} not found; looked in {[str(p) for p in places]}')
+    """``config/<name>`` (see :func:`vla_training.train_cli.find_config`)."""
+    from vla_training.train_cli import find_config
+    return find_config(name)
 
 
 def _train_job(args):

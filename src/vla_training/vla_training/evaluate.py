@@ -53,13 +53,21 @@ class EvalConfig:
     rtc_max_guidance_weight: float = 10.0
     policy_seed: Optional[int] = None    # noise seed of a sampling (flow) head, re-seeded every episode
 
-    def runtime_config(self, n_obs_steps: int = 1, n_action_steps: int = 4, camera: str = 'front'):
-        """The :class:`~vla_policy.runtime.RuntimeConfig` of these settings (ValueError for a bad one)."""
+    def runtime_config(self, n_obs_steps: int = 1, n_action_steps: int = 4, camera: str = 'front',
+                       cameras: Sequence[str] = ()):
+        """The :class:`~vla_policy.runtime.RuntimeConfig` of these settings (ValueError for a bad one).
+
+        ``cameras``: every camera the model reads (``VLAConfig.camera_names``), each fed from the
+        scene's topic of that name (:attr:`vla_training.rollout.Topics.cameras`); empty = ``camera`` only.
+        """
         from vla_policy.runtime import RuntimeConfig
+        from vla_training.rollout import Topics
         mode = 'temporal_ensemble' if self.temporal_ensemble is not None else self.handover
+        scene = Topics().cameras
+        cams = {c: scene.get(c, f'/{c}_camera/image_raw') for c in cameras}
         return RuntimeConfig(
             n_obs_steps=n_obs_steps, n_action_steps=self.n_action_steps or n_action_steps,
-            max_obs_age_s=self.max_obs_age_s, camera=camera, handover=mode,
+            max_obs_age_s=self.max_obs_age_s, camera=next(iter(cams), camera), cameras=cams, handover=mode,
             chunk_size_threshold=self.chunk_size_threshold, aggregate_fn=self.aggregate_fn,
             ensemble_m=0.01 if self.temporal_ensemble is None else float(self.temporal_ensemble),
             blend_window=self.blend_window, blend_shape=self.blend_shape,
@@ -84,7 +92,7 @@ def _make_controller(cfg: 'EvalConfig', sim, seed: int, holder: dict):
         holder['policy'] = VLAPolicy.from_checkpoint(cfg.policy, seed=cfg.policy_seed)
     pol = holder['policy']
     pcfg = pol.config
-    rcfg = cfg.runtime_config(pcfg.chunk.n_obs_steps, pcfg.chunk.n_action_steps, pol.camera)
+    rcfg = cfg.runtime_config(pcfg.chunk.n_obs_steps, pcfg.chunk.n_action_steps, cameras=pol.cameras)
     latency = None if cfg.latency_ms is None else cfg.latency_ms / 1e3
     return RuntimeController.build(pol, sim.embodiment, rcfg, simulated_latency_s=latency)
 

@@ -2,7 +2,9 @@
 
 ``ros2 run vla_training record --episodes 200 --output demos/`` writes ``demos/episode_000000/``
 ... each a rosbag2 directory (MCAP by default, ``--storage sqlite3`` too) with the topics a real
-Franka setup has: ``/camera/image_raw`` (sensor_msgs/Image rgb8), ``/joint_states``,
+Franka setup has: ``/camera/image_raw`` (the front camera) and ``/wrist_camera/image_raw`` (the
+hand camera; sensor_msgs/Image rgb8, frames ``camera_optical_frame`` /
+``wrist_camera_optical_frame``), ``/joint_states``,
 ``/vla/instruction`` (latched), ``/arm_controller/joint_trajectory``; header stamps = sim time.
 Episodes are split over worker processes (one MuJoCo renderer each). A bag appears under its
 final name only once complete (the writer renames a temp directory).
@@ -26,6 +28,7 @@ log = logging.getLogger('vla_training.record')
 
 _QOS = {  # topic -> profile name understood by EpisodeBagWriter (as `ros2 bag record` saw them)
     '/camera/image_raw': 'sensor',
+    '/wrist_camera/image_raw': 'sensor',
     '/joint_states': 'sensor',
     '/vla/instruction': 'latched',
     '/arm_controller/joint_trajectory': 'reliable',
@@ -44,8 +47,16 @@ class RecordConfig:
     # DART noise on the executed arm targets (rad, see rollout.run_episode); 0 = clean demos.
     # 0.03 rad moves the TCP by ~2 cm: the size of the misses a cloned policy makes near the cube.
     action_noise: float = 0.03
+    # sim cameras written to every bag (front: /camera/image_raw, wrist: /wrist_camera/image_raw);
+    # the front camera is always recorded
+    cameras: Tuple[str, ...] = ('front', 'wrist')
 
     def __post_init__(self) -> None:
+        from robot_drivers.sim.franka_cubes import CAMERAS
+        self.cameras = tuple(self.cameras)
+        if 'front' not in self.cameras or any(c not in CAMERAS for c in self.cameras):
+            raise ValueError(f'cameras must include front and name only the scene cameras {list(CAMERAS)}, '
+                             f'got {list(self.cameras)}')
         if self.episodes < 1:
             raise ValueError(f'episodes must be >= 1, got {self.episodes}')
         if self.storage not in ('mcap', 'sqlite3'):
@@ -58,14 +69,15 @@ def _task_for(seed: int, tasks: Sequence[str]):
 
 
 def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], storage: str = 'mcap',
-                   action_noise: float = 0.0):
-    """Run the scripted expert for one seeded episode and write it to the bag ``path``.
+                   action_noise: float = 0.0, cameras: Sequence[str] = ('front', 'wrist')):
+    """Run the scripted expert for one seeded episode and write it to the bag ``path``
+    (``cameras``: the sim cameras recorded, each on its topic of :class:`~vla_training.rollout.Topics`).
 
     Returns the :class:`~vla_training.rollout.EpisodeResult`. Raises FileExistsError if ``path`` exists.
     """
     from vla_training.bag_writer import EpisodeBagWriter
     from vla_training.experts import ScriptedExpert
-    from vla_training.rollout import ExpertController, run_episode
+    from vla_training.rollout import ExpertController, Topics, run_episode
 
     task = _task_for(seed, tasks)
     if path.exists():
@@ -86,19 +98,20 @@ def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], sto
                 added.add(topic)
             writer.write(topic, msg, t)
 
+        topics = Topics() if 'wrist' in cameras else Topics(wrist_image=None)
         result = run_episode(sim, task, seed, ExpertController(expert), on_message=on_message,
-                             reset_hook=reset_hook, action_noise=action_noise)
+                             reset_hook=reset_hook, action_noise=action_noise, topics=topics)
     return result
 
 
 def _worker(args) -> List[Tuple[int, str, bool]]:
-    seeds, out, tasks, storage, image_size, action_noise = args
+    seeds, out, tasks, storage, image_size, action_noise, cameras = args
     os.environ.setdefault('MUJOCO_GL', 'egl')
     from robot_drivers.sim.franka_cubes import FrankaCubeSim, SimConfig
     sim = FrankaCubeSim(SimConfig(image_size=image_size))
     done = []
     for s in seeds:
-        r = record_episode(sim, s, pathlib.Path(out) / f'episode_{s:06d}', tasks, storage, action_noise)
+        r = record_episode(sim, s, pathlib.Path(out) / f'episode_{s:06d}', tasks, storage, action_noise, cameras)
         done.append((s, r.task.instruction, r.success))
     sim.close()
     return done
@@ -111,7 +124,8 @@ def record_demos(cfg: RecordConfig, progress: bool = True) -> List[pathlib.Path]
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     shards = [seeds[i::cfg.workers] for i in range(cfg.workers)]
     t0 = time.time()
-    jobs = [(s, str(out), tuple(cfg.tasks), cfg.storage, cfg.image_size, cfg.action_noise) for s in shards if s]
+    jobs = [(s, str(out), tuple(cfg.tasks), cfg.storage, cfg.image_size, cfg.action_noise, cfg.cameras)
+            for s in shards if s]
     if len(jobs) == 1:
         results = [_worker(jobs[0])]
     else:
@@ -142,12 +156,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--image-size', type=cli.positive_int, default=96)
     p.add_argument('--action-noise', type=float, default=0.03,
                    help='DART noise on executed arm targets, rad (the recorded command stays clean)')
+    p.add_argument('--cameras', type=cli.comma_list(('front', 'wrist')), default=('front', 'wrist'),
+                   help='sim cameras to record, comma-separated (front is required): front,wrist')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
 
     def body() -> int:
         cfg = RecordConfig(a.episodes, a.output, a.seed, a.tasks, a.storage, a.workers, a.image_size,
-                           a.action_noise)
+                           a.action_noise, a.cameras)
         record_demos(cfg)
         return 0
 

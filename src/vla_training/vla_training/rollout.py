@@ -33,8 +33,8 @@ from robot_drivers.sim.franka_cubes import FrankaCubeSim
 from vla_policy.runtime import PolicyRuntime, RuntimeConfig
 from vla_training.experts import Task, task_success
 
-__all__ = ['Topics', 'EpisodeResult', 'ExpertController', 'RuntimeController', 'run_episode', 'EPISODE_STEPS',
-           'command_jerk']
+__all__ = ['Topics', 'CAMERA_FRAMES', 'EpisodeResult', 'ExpertController', 'RuntimeController', 'run_episode',
+           'EPISODE_STEPS', 'command_jerk']
 
 # Control ticks per episode (10 Hz): the expert needs ~25 ticks to reach, ~40 to pick and lift.
 EPISODE_STEPS = {'reach': 40, 'pick': 60}
@@ -45,12 +45,29 @@ STAMP_OFFSET = 1_800_000_000.0
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names of the Franka graph (REP-144 / ros2_control defaults)."""
+    """Topic names of the Franka graph (REP-144 / ros2_control defaults).
+
+    ``image`` is the ``front`` camera's topic, ``wrist_image`` the ``wrist`` camera's (None: not
+    published); :attr:`cameras` maps the sim's camera names to them.
+    """
 
     image: str = '/camera/image_raw'
     joint_states: str = '/joint_states'
     instruction: str = '/vla/instruction'
     command: str = '/arm_controller/joint_trajectory'
+    wrist_image: Optional[str] = '/wrist_camera/image_raw'
+
+    @property
+    def cameras(self) -> Dict[str, str]:
+        """``{camera name: image topic}`` of the published cameras, ``front`` first."""
+        out = {'front': self.image}
+        if self.wrist_image:
+            out['wrist'] = self.wrist_image
+        return out
+
+
+#: ``header.frame_id`` of each sim camera's images (REP-103 optical frames).
+CAMERA_FRAMES = {'front': 'camera_optical_frame', 'wrist': 'wrist_camera_optical_frame'}
 
 
 @dataclass
@@ -109,12 +126,25 @@ class ExpertController:
 
 
 class RuntimeController:
-    """Feeds a :class:`PolicyRuntime` with the messages and returns its trajectory (if any)."""
+    """Feeds a :class:`PolicyRuntime` with the messages and returns its trajectory (if any).
+
+    It is called with ``{camera name: image message}`` for every camera the runtime reads
+    (:attr:`cameras`; :func:`run_episode` renders those).
+
+    Raises:
+        ValueError: the runtime reads a camera that ``topics`` does not publish (names both).
+    """
 
     needs_image = True
+    takes_cameras = True    # __call__ gets {camera: message}, not one message
 
     def __init__(self, runtime: PolicyRuntime, topics: Topics = Topics()) -> None:
         self.runtime, self.topics = runtime, topics
+        self.cameras = tuple(runtime.cfg.camera_names)
+        missing = [c for c in self.cameras if c not in topics.cameras]
+        if missing:
+            raise ValueError(f'the policy reads cameras {list(self.cameras)} but the scene publishes '
+                             f'{list(topics.cameras)}; missing {missing}')
 
     @classmethod
     def build(cls, policy: Any, embodiment: Embodiment, config: Optional[RuntimeConfig] = None, *,
@@ -139,7 +169,10 @@ class RuntimeController:
         self.runtime.on_instruction_msg(msg)
 
     def __call__(self, now: float, image_msg: Any, joint_msg: Any, types: conv.MessageTypes) -> Optional[Any]:
-        self.runtime.on_image_msg(image_msg, source=self.topics.image)
+        msgs = image_msg if isinstance(image_msg, dict) else {self.cameras[0]: image_msg}
+        for cam, msg in msgs.items():
+            if cam in self.cameras:
+                self.runtime.on_image_msg(msg, camera=cam, source=self.topics.cameras[cam])
         self.runtime.on_joint_state_msg(joint_msg, source=self.topics.joint_states)
         cmd = self.runtime.step(now)
         return None if cmd is None else cmd.to_msg(types)
@@ -162,6 +195,11 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
 
     The instruction is published once at t = 0 (latched, as ``ros2 topic pub`` with
     transient-local durability) and handed to runtime controllers.
+
+    Cameras: every camera of ``topics.cameras`` is rendered and published when ``on_message`` is
+    given (a recording holds them all); otherwise only those the controller reads (its
+    ``cameras``, default the front one). A controller with ``takes_cameras = True`` is called with
+    ``{camera: Image}``, any other with the front camera's Image (or None when it needs none).
     """
     types = conv.rosbags_types()
     emb = sim.embodiment
@@ -184,19 +222,30 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
     events = 0
     noise_rng = np.random.default_rng(seed + 104_729)
     offset = np.zeros(emb.dof)
+    cam_topics = topics.cameras
+    wanted = tuple(getattr(controller, 'cameras', ('front',))) if getattr(controller, 'needs_image', True) else ()
+    unpublished = [c for c in wanted if c not in cam_topics]
+    if unpublished:
+        raise ValueError(f'the controller reads cameras {list(wanted)} but topics publish {list(cam_topics)}; '
+                         f'missing {unpublished}')
+    render = tuple(cam_topics) if on_message is not None else wanted
     for k in range(steps):
         now = STAMP_OFFSET + sim.time
         sample = sim.read()
         joint_msg = conv.arrays_to_joint_state(emb.joint_names, sample.positions, now, types,
                                                velocities=sample.velocities)
         emit(topics.joint_states, 'sensor_msgs/msg/JointState', joint_msg, now)
-        image_msg = None
-        if getattr(controller, 'needs_image', True) or on_message is not None:
-            image_msg = conv.numpy_to_image(sim.render(), now, types, frame_id='camera_optical_frame')
-            emit(topics.image, 'sensor_msgs/msg/Image', image_msg, now)
+        image_msgs: Dict[str, Any] = {}
+        for cam in render:
+            image_msgs[cam] = conv.numpy_to_image(sim.render(cam), now, types,
+                                                  frame_id=CAMERA_FRAMES.get(cam, f'{cam}_camera_optical_frame'))
+            emit(cam_topics[cam], 'sensor_msgs/msg/Image', image_msgs[cam], now)
         if keep_frames:
             frames.append(sim.render(size=frame_size, fast=False))
-        traj = controller(now, image_msg, joint_msg, types)
+        if getattr(controller, 'takes_cameras', False):
+            traj = controller(now, image_msgs, joint_msg, types)
+        else:
+            traj = controller(now, image_msgs.get('front'), joint_msg, types)
         if traj is not None:
             commands += 1
             first_command = k if first_command is None else first_command

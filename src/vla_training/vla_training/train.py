@@ -32,6 +32,7 @@ from vla_policy.normalization import NormalizationStats
 from vla_policy.transforms import to_delta
 
 from .bag_dataset import chunk_targets
+from .bag_reader import DEFAULT_CAMERA
 
 __all__ = ['TrainConfig', 'TrainResult', 'build_arrays', 'compute_stats', 'split_episodes', 'train',
            'random_shift']
@@ -94,14 +95,40 @@ class TrainResult:
     seconds: float
 
 
+def _episode_cameras(i: int, ep, cfg: VLAConfig) -> Dict[str, np.ndarray]:
+    """``{camera: (T, H, W, 3)}`` of ``ep`` for ``cfg.camera_names``, in that order.
+
+    An episode's cameras are ``ep.camera_images`` (``{name: frames}``, as
+    :func:`vla_training.bag_dataset.read_episode` fills it). A one-camera config also takes an
+    episode without names (``ep.images``, taken as camera ``'front'``: old episodes and bags), or
+    the one camera it has, whatever its name.
+
+    Raises:
+        ValueError: a configured camera the episode lacks (names both sides and the data key to set).
+    """
+    names = tuple(cfg.camera_names)
+    have = dict(getattr(ep, 'camera_images', None) or {}) or {DEFAULT_CAMERA: ep.images}
+    if len(names) == 1 and len(have) == 1:
+        return {names[0]: next(iter(have.values()))}
+    missing = [c for c in names if c not in have]
+    if missing:
+        raise ValueError(
+            f'episode {i} ({getattr(ep, "source", "?")}): config camera_names={list(names)} but the episode has '
+            f'cameras {list(have)}; missing {missing}. Read the bags with one topic per '
+            f'camera (data topics images: {{{", ".join(f"{c}: <topic>" for c in names)}}})')
+    return {c: have[c] for c in names}
+
+
 def _check_episode(i: int, ep, cfg: VLAConfig) -> None:
     name = f'episode {i} ({getattr(ep, "source", "?")})'
     t = len(ep.stamps)
     if t < 1:
         raise ValueError(f'{name} is empty')
-    im = np.asarray(ep.images)
-    if im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3 or im.shape[0] != t:
-        raise ValueError(f'{name}: images must be uint8 ({t}, H, W, 3), got {im.dtype} {im.shape}')
+    for cam, im in _episode_cameras(i, ep, cfg).items():
+        im = np.asarray(im)
+        if im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3 or im.shape[0] != t:
+            what = 'images' if len(cfg.camera_names) == 1 else f'camera {cam!r} images'
+            raise ValueError(f'{name}: {what} must be uint8 ({t}, H, W, 3), got {im.dtype} {im.shape}')
     q, a = np.asarray(ep.joint_positions), np.asarray(ep.actions)
     if q.shape != (t, cfg.state_dim) and cfg.state_dim:
         raise ValueError(f'{name}: joint_positions shape {q.shape}, config state_dim={cfg.state_dim} needs ({t}, {cfg.state_dim})')
@@ -117,22 +144,26 @@ def _check_episode(i: int, ep, cfg: VLAConfig) -> None:
 def build_arrays(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, np.ndarray]:
     """Sample windows for every tick of every episode.
 
-    Returns (N = total ticks, F = total frames = N here, To = n_obs_steps, H = chunk_size):
-        ``images`` uint8 (F, 3, S, S) at ``cfg.backbone.image_size``;
-        ``obs_index`` int64 (N, To) rows of ``images`` / ``state``, oldest first; at an episode start
+    Returns (N = total ticks, F = total frames = N here, To = n_obs_steps, H = chunk_size,
+    C = ``len(cfg.camera_names)``):
+        ``images`` uint8 (F * C, 3, S, S) at ``cfg.backbone.image_size``: frame ``f`` of camera
+        ``c`` (``cfg.camera_names`` order) is row ``f * C + c``;
+        ``obs_index`` int64 (N, To) rows of ``state`` (frames), oldest first; at an episode start
         (or after a dropped-tick gap) the oldest available frame is repeated;
+        ``image_index`` int64 (N, To * C) rows of ``images``, time-major camera-minor
+        (``[t * C + c]``, the model's image layout); equal to ``obs_index`` for one camera;
         ``state`` float32 (F, S) joint positions (rad / m), un-normalized;
         ``actions`` float32 (N, H, A) targets ``actions[t:t+H]``, end padded by repeating the last;
         ``action_is_pad`` bool (N, H); ``instructions`` str (N,); ``episode`` int64 (N,).
 
     Raises:
-        ValueError: no episodes, more than one camera configured (Episode carries one), or an
-            episode with wrong shapes / dtypes / non-finite values (episode index and source named).
+        ValueError: no episodes, an episode lacking a configured camera (see
+            :func:`_episode_cameras`), or an episode with wrong shapes / dtypes / non-finite values
+            (episode index and source named).
     """
     if not episodes:
         raise ValueError('build_arrays: no episodes')
-    if len(cfg.camera_names) != 1:
-        raise ValueError(f'Episode has one camera but config camera_names={cfg.camera_names}')
+    n_cam = len(cfg.camera_names)
     h, n_obs = cfg.chunk.chunk_size, cfg.chunk.n_obs_steps
     imgs, states, acts, pads, instr, epi, obs = [], [], [], [], [], [], []
     offset = 0
@@ -151,15 +182,19 @@ def build_arrays(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, np.ndarra
             seg_start = starts[np.searchsorted(starts, np.arange(t), side='right') - 1]
         want = np.arange(t)[:, None] - np.arange(n_obs - 1, -1, -1)[None, :]  # (T, To), oldest first
         obs.append(np.maximum(want, seg_start[:, None]) + offset)
-        imgs.append(preprocess_images_uint8(np.asarray(ep.images), cfg.backbone.image_size,
-                                            name=f'episode {i} images').numpy())
+        cams = [preprocess_images_uint8(np.asarray(v), cfg.backbone.image_size,
+                                        name=f'episode {i} images' if n_cam == 1 else f'episode {i} camera {c!r}'
+                                        ).numpy() for c, v in _episode_cameras(i, ep, cfg).items()]  # C x (T, 3, S, S)
+        imgs.append(np.stack(cams, axis=1).reshape((t * n_cam,) + cams[0].shape[1:]))  # (T * C, 3, S, S)
         states.append(np.asarray(ep.joint_positions, np.float32).reshape(t, -1))
         acts.append(tgt.astype(np.float32))
         pads.append(pad)
         instr.extend(str(s) for s in ep.instructions)
         epi.append(np.full(t, i, dtype=np.int64))
         offset += t
-    return {'images': np.concatenate(imgs), 'obs_index': np.concatenate(obs).astype(np.int64),
+    obs_index = np.concatenate(obs).astype(np.int64)                                  # (N, To) frames
+    image_index = (obs_index[:, :, None] * n_cam + np.arange(n_cam)[None, None]).reshape(len(obs_index), -1)
+    return {'images': np.concatenate(imgs), 'obs_index': obs_index, 'image_index': image_index,
             'state': np.concatenate(states), 'actions': np.concatenate(acts),
             'action_is_pad': np.concatenate(pads), 'instructions': np.array(instr, dtype=str),
             'episode': np.concatenate(epi)}
@@ -213,8 +248,9 @@ class _Data:
 
     def __init__(self, arrays: Dict[str, np.ndarray], sel: np.ndarray, stats, tokenizer, cfg: VLAConfig, device):
         self.cfg, self.device = cfg, device
-        self.images = torch.from_numpy(arrays['images'])  # (F, 3, S, S) uint8, shared by both splits
-        self.obs_index = torch.from_numpy(arrays['obs_index'][sel])  # (N, To)
+        self.images = torch.from_numpy(arrays['images'])  # (F * C, 3, S, S) uint8, shared by both splits
+        self.obs_index = torch.from_numpy(arrays['obs_index'][sel])  # (N, To) frames (state rows)
+        self.image_index = torch.from_numpy(arrays.get('image_index', arrays['obs_index'])[sel])  # (N, To * C)
         self.actions = torch.from_numpy(stats['action'].normalize(arrays['actions'][sel]))  # (N, H, A)
         self.is_pad = torch.from_numpy(arrays['action_is_pad'][sel])  # (N, H)
         self.state = (torch.from_numpy(stats['state'].normalize(arrays['state'])) if cfg.state_dim else None)  # (F, S)
@@ -226,7 +262,7 @@ class _Data:
 
     def batch(self, idx: torch.Tensor, shift: int = 0, gen: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
         oi = self.obs_index[idx]  # (B, To)
-        imgs = self.images[oi].float() / 255.0  # (B, To, 3, S, S)
+        imgs = self.images[self.image_index[idx]].float() / 255.0  # (B, To * C, 3, S, S), time-major camera-minor
         if shift:
             imgs = random_shift(imgs, shift, gen)
         b = {'images': imgs, 'token_ids': self.token_ids[idx], 'attention_mask': self.mask[idx],

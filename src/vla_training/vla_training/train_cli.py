@@ -7,6 +7,16 @@ The YAML has three sections that map 1:1 onto dataclasses: ``model`` -> ``VLACon
 (``topics`` -> ``BagTopics``, ``rate_hz``, ``max_age_s``). Unknown keys are errors. Command-line
 flags override single fields (``--steps``, ``--backbone``). The checkpoint is written to
 ``<output>/checkpoint`` (atomically), with ``train_log.jsonl`` and TensorBoard logs in ``<output>``.
+
+A model preset (``--preset octo`` = ``config/models/octo.yaml``, or a path) overlays the model
+architecture and its training recipe on the robot's YAML::
+
+    ros2 run vla_training train --bags demos/ --config config/train_franka.yaml --preset octo
+
+A preset has the sections ``model`` (only the architecture keys in :data:`PRESET_MODEL_KEYS`:
+structure, backbone, head, chunk, ...) and ``train``; nested mappings are merged key by key, the
+preset's value winning. The robot's keys (embodiment, action and state sizes, cameras, delta and
+binary dims) and the ``data`` section stay the robot YAML's, so one preset serves every machine.
 """
 from __future__ import annotations
 
@@ -18,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ['DataConfig', 'load_train_yaml', 'check_names', 'run', 'main']
+__all__ = ['DataConfig', 'PRESET_MODEL_KEYS', 'find_config', 'available_presets', 'load_preset', 'load_train_yaml',
+           'check_names', 'run', 'main']
 
 log = logging.getLogger('vla_training.train')
 
@@ -27,7 +38,7 @@ log = logging.getLogger('vla_training.train')
 class DataConfig:
     """How bags become episodes (``vla_training.bag_dataset.read_episode`` arguments)."""
 
-    topics: Dict[str, str] = field(default_factory=dict)   # BagTopics fields; {} = defaults
+    topics: Dict[str, Any] = field(default_factory=dict)   # BagTopics fields ({} = defaults); images: {camera: topic}
     rate_hz: Optional[float] = None     # None = the embodiment's control rate
     max_age_s: Optional[float] = None   # None = two control periods
     action_from_state: List[str] = field(default_factory=list)  # joints whose action = next measured state;
@@ -73,36 +84,116 @@ def _strict(cls, d: Optional[Dict[str, Any]], where: str):
     return cls(**d)
 
 
-def load_train_yaml(path: Optional[str]):
-    """``(VLAConfig, TrainConfig, DataConfig)`` from a YAML file (None = all defaults).
+#: ``model`` keys a preset may set: the architecture. The rest of ``model`` describes the robot.
+PRESET_MODEL_KEYS = ('structure', 'backbone', 'head', 'chunk', 'discrete', 'max_tokens')
+
+
+def find_config(name: str) -> str:
+    """``config/<name>``: the workspace's (above this file or the working directory), else the
+    installed ``share/vla_policy/config/<name>`` of any prefix on ``AMENT_PREFIX_PATH``.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: unknown section or key (named with the file).
+        FileNotFoundError: none of those exists (the places looked at are listed).
     """
+    import os
+    here = Path(__file__).resolve()
+    places = [parent / 'config' / name for parent in here.parents]
+    places.append(Path.cwd() / 'config' / name)
+    for prefix in filter(None, os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)):
+        places.append(Path(prefix) / 'share' / 'vla_policy' / 'config' / name)
+    for cand in places:
+        if cand.is_file():
+            return str(cand)
+    raise FileNotFoundError(f'config/{name} not found; looked in {[str(p) for p in places]}')
+
+
+def available_presets() -> List[str]:
+    """Names of the presets in ``config/models/`` (sorted); [] when that folder is not found."""
+    try:
+        folder = Path(find_config('models/film_cnn.yaml')).parent
+    except FileNotFoundError:
+        return []
+    return sorted(p.stem for p in folder.glob('*.yaml'))
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
     import yaml
+    with open(path, encoding='utf-8') as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f'{path}: expected a mapping of sections')
+    return raw
+
+
+def load_preset(preset: str) -> Dict[str, Any]:
+    """The ``{'model': {...}, 'train': {...}}`` of a preset: a name in ``config/models/`` or a YAML path.
+
+    Raises:
+        ValueError: unknown preset name (the available ones are listed), an unknown section, or a
+            ``model`` key outside :data:`PRESET_MODEL_KEYS` (a robot key; named with the file).
+    """
+    path = preset
+    if not (preset.endswith(('.yaml', '.yml')) or Path(preset).is_file()):
+        try:
+            path = find_config(f'models/{preset}.yaml')
+        except FileNotFoundError:
+            raise ValueError(f'unknown preset {preset!r}; available: {available_presets()}') from None
+    if not Path(path).is_file():
+        raise ValueError(f'preset file {path} does not exist; available presets: {available_presets()}')
+    raw = _read_yaml(path)
+    unknown = sorted(set(raw) - {'model', 'train'})
+    if unknown:
+        raise ValueError(f'{path}: unknown section(s) {unknown}; a preset has model and train')
+    model = raw.get('model') or {}
+    robot_keys = sorted(set(model) - set(PRESET_MODEL_KEYS))
+    if robot_keys:
+        raise ValueError(f'{path}: model key(s) {robot_keys} describe the robot, not the architecture; a preset '
+                         f'may set {list(PRESET_MODEL_KEYS)}')
+    return {'model': model, 'train': raw.get('train') or {}, 'path': path}
+
+
+def _overlay(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``top`` merged in: nested mappings key by key, anything else replaced by ``top``'s."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_train_yaml(path: Optional[str], preset: Optional[str] = None):
+    """``(VLAConfig, TrainConfig, DataConfig)`` from a YAML file (None = all defaults), with the model
+    preset ``preset`` (name or path, see :func:`load_preset`) overlaid.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unknown section or key (named with the file), an
+            unknown preset, or a preset that does not fit the robot (e.g. a structure its backbone lacks).
+    """
     from vla_policy.models.config import VLAConfig
     from vla_training.train import TrainConfig
     raw: Dict[str, Any] = {}
     if path:
-        with open(path, encoding='utf-8') as f:
-            raw = yaml.safe_load(f) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f'{path}: expected a mapping with sections model/train/data')
+        raw = _read_yaml(path)
     unknown = sorted(set(raw) - {'model', 'train', 'data'})
     if unknown:
         raise ValueError(f'{path}: unknown section(s) {unknown}; expected model, train, data')
+    if preset:
+        p = load_preset(preset)
+        raw = dict(raw, model=_overlay(raw.get('model') or {}, p['model']),
+                   train=_overlay(raw.get('train') or {}, p['train']))
+    where = f'{path or "default config"} with preset {p["path"]}' if preset else path
     try:
         model = VLAConfig.from_dict(raw.get('model') or {})
         train = _strict(TrainConfig, raw.get('train'), 'train')
         data = _with_robot_topics(_strict(DataConfig, raw.get('data'), 'data'), path)
     except (TypeError, ValueError, FileNotFoundError) as exc:
-        raise ValueError(f'{path}: {exc}') from exc
-    check_names(model, path or 'default config')
+        raise ValueError(f'{where}: {exc}') from exc
+    check_names(model, where or 'default config')
     return model, train, data
 
 
 def check_names(model_cfg, where: str) -> None:
-    """Fail before any bag is read when ``model_cfg`` names an unregistered backbone, head or embodiment.
+    """Fail before any bag is read when ``model_cfg`` names an unregistered backbone, head or embodiment,
+    or predicts another number of action dims than the embodiment has.
 
     Raises:
         ValueError: ``<where>: model.backbone.name: unknown backbone 'x'; available: [...]`` (likewise
@@ -110,15 +201,19 @@ def check_names(model_cfg, where: str) -> None:
     """
     from robot_drivers.embodiment import get_embodiment
     from vla_policy.models import available_backbones, available_heads
+    heads = available_heads() + ['none']   # 'none': the one_step_discrete structure (LM head), VLAConfig checks
     for field_name, name, known in (('model.backbone.name', model_cfg.backbone.name, available_backbones()),
-                                    ('model.head.name', model_cfg.head.name, available_heads())):
+                                    ('model.head.name', model_cfg.head.name, heads)):
         if name not in known:
             raise ValueError(f'{where}: {field_name}: unknown {field_name.split(".")[1]} {name!r}; '
                              f'available: {known}')
     try:
-        get_embodiment(model_cfg.embodiment)
+        emb = get_embodiment(model_cfg.embodiment)
     except KeyError as exc:
         raise ValueError(f'{where}: model.embodiment: {exc.args[0]}') from None
+    if emb.dof != model_cfg.action_dim:
+        raise ValueError(f'{where}: model.action_dim is {model_cfg.action_dim} but embodiment {emb.name!r} has '
+                         f'{emb.dof} action dims {list(emb.joint_names)}')
 
 
 def _read_one(args):
@@ -144,10 +239,12 @@ def read_bags(bags: Sequence[str], model_cfg, data: DataConfig):
 
 
 def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str] = None,
-        overrides: Optional[Dict[str, Any]] = None, progress: bool = True, data_workers: Optional[int] = None):
-    """Read ``bags``, train, return the ``TrainResult``; ``overrides``: ``{'steps': 500, 'backbone': 'hf_vlm'}``."""
+        overrides: Optional[Dict[str, Any]] = None, progress: bool = True, data_workers: Optional[int] = None,
+        preset: Optional[str] = None):
+    """Read ``bags``, train, return the ``TrainResult``; ``overrides``: ``{'steps': 500, 'backbone': 'hf_vlm'}``;
+    ``preset``: a model preset overlaid on ``config`` (:func:`load_train_yaml`)."""
     from vla_training.train import train
-    model_cfg, train_cfg, data_cfg = load_train_yaml(config)
+    model_cfg, train_cfg, data_cfg = load_train_yaml(config, preset)
     overrides = dict(overrides or {})
     if overrides.get('backbone'):
         model_cfg.backbone.name = overrides.pop('backbone')
@@ -185,6 +282,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = cli.ArgumentParser(prog='train', description=__doc__.split('\n\n')[0])
     p.add_argument('--bags', nargs='+', required=True, help='rosbag2 directories, or directories holding them')
     p.add_argument('--config', default=None, help='YAML with model/train/data sections (config/train_franka.yaml)')
+    p.add_argument('--preset', default=None,
+                   help='model preset overlaid on --config: a name in config/models/ (film_cnn, octo, pi0, rt2, '
+                        'groot, robovlms) or a YAML path')
     p.add_argument('--output', default=None, help='run directory (default: train.output_dir of the config)')
     p.add_argument('--steps', type=cli.positive_int, default=None)
     p.add_argument('--batch-size', type=cli.positive_int, default=None)
@@ -197,7 +297,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def body() -> int:
         res = run(a.bags, a.config, a.output,
                   {'steps': a.steps, 'batch_size': a.batch_size, 'backbone': a.backbone, 'device': a.device},
-                  progress=not a.no_progress)
+                  progress=not a.no_progress, preset=a.preset)
         print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
         return 0
 

@@ -1,4 +1,4 @@
-"""MuJoCo tabletop scene: a Franka Panda, a table, three coloured cubes and an RGB camera.
+"""MuJoCo tabletop scene: a Franka Panda, a table, three coloured cubes and two RGB cameras.
 
 The arm model is the Franka description shipped by Farama's ``gymnasium-robotics`` (Franka
 Kitchen assets, derived from vikashplus/franka, Apache-2.0): it is loaded from the installed
@@ -9,9 +9,15 @@ hand pointing down, as on the real arm (checked in test_sim.py). All public valu
 robot's joint conventions and the embodiment's names (``panda_joint1..7``, ``panda_finger_joint1``).
 
 The class is a plain ``read()/write()`` hardware backend (ros2_control hardware-interface style)
-plus ``step()`` / ``render()`` for the simulation clock and the camera. Gravity compensation is
+plus ``step()`` / ``render()`` for the simulation clock and the cameras. Gravity compensation is
 on for the arm bodies, as in the real Franka's torque controller, so position targets are
 tracked without sag.
+
+Cameras (:data:`CAMERAS`): ``front``, fixed in the world, looking at the table from the far side;
+``wrist``, fixed to the hand (link 7) beside the flange like a wrist-mounted RealSense on a real
+Panda, looking along the approach axis past the fingertips (the view of
+RoboVLMs' CALVIN "gripper" camera, DROID's and ALOHA's wrist cameras). It is added to the loaded
+model with ``MjSpec`` (as the ``tcp`` site is), so the robot model itself stays the package's.
 """
 from __future__ import annotations
 
@@ -26,7 +32,10 @@ import numpy as np
 
 from robot_drivers.embodiment import FRANKA_PANDA, Embodiment
 
-__all__ = ['SimConfig', 'FrankaCubeSim', 'JointSample', 'CUBE_COLOURS', 'READY_POSE', 'franka_assets_dir']
+__all__ = ['SimConfig', 'FrankaCubeSim', 'JointSample', 'CUBE_COLOURS', 'READY_POSE', 'franka_assets_dir', 'CAMERAS']
+
+#: The scene's cameras (MuJoCo camera names, also the model's ``camera_names``), in order.
+CAMERAS = ('front', 'wrist')
 
 # RGB of the cubes; the names are the words used in instructions.
 CUBE_COLOURS: Dict[str, Tuple[float, float, float]] = {
@@ -94,6 +103,12 @@ class SimConfig:
     camera_pos: Tuple[float, float, float] = (0.95, 0.0, 0.70)
     camera_target: Tuple[float, float, float] = (0.49, 0.0, 0.06)
     camera_fovy: float = 36.0
+    # wrist camera in the link-7 (flange) frame, m: beside the hand, off the finger axis (the
+    # fingers open along the -45 deg diagonal of link 7), aimed along the approach axis at a point
+    # 0.5 m past the flange, so the fingertips sit at the bottom of the image and the table below.
+    wrist_camera_pos: Tuple[float, float, float] = (0.09, 0.09, 0.12)
+    wrist_camera_target: Tuple[float, float, float] = (0.0, 0.0, 0.5)
+    wrist_camera_fovy: float = 70.0   # about a RealSense D405's 87 x 58 deg, square image
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -114,6 +129,23 @@ def _look_at_xyaxes(pos: Sequence[float], target: Sequence[float]) -> str:
     x /= np.linalg.norm(x)
     y = np.cross(x, f)
     return ' '.join(f'{v:.6f}' for v in np.concatenate([x, y]))
+
+
+def _look_at_quat(pos: Sequence[float], target: Sequence[float]) -> np.ndarray:
+    """Quaternion (w, x, y, z) of a MuJoCo camera at ``pos`` looking at ``target`` in its body's
+    frame (cameras look along their -z axis), image up = away from the body's z axis."""
+    import mujoco
+    fwd = np.asarray(target, float) - np.asarray(pos, float)
+    fwd /= np.linalg.norm(fwd)
+    radial = np.array([pos[0], pos[1], 0.0], float)
+    up = radial / np.linalg.norm(radial)
+    x = np.cross(fwd, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(-fwd, x)   # z_cam = -fwd; y = z x x
+    rot = np.stack([x, y, -fwd], axis=1)   # columns: the camera axes in the body frame
+    q = np.zeros(4)
+    mujoco.mju_mat2Quat(q, rot.reshape(-1))
+    return q
 
 
 def _scene_xml(cfg: SimConfig) -> str:
@@ -184,6 +216,9 @@ class FrankaCubeSim:
             # link 7, so its 'end_effector' site (0.21 m, the real hand's flange+0.1034 m TCP)
             # sits 5 cm above the fingertips. The pads span 0.20-0.26 m; 0.235 m is their middle.
             spec.body('panda0_link7').add_site(name='tcp', pos=[0.0, 0.0, _TCP_Z], size=[0.005, 0, 0])
+            spec.body('panda0_link7').add_camera(
+                name='wrist', pos=list(self.cfg.wrist_camera_pos), fovy=self.cfg.wrist_camera_fovy,
+                quat=_look_at_quat(self.cfg.wrist_camera_pos, self.cfg.wrist_camera_target).tolist())
             self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -298,7 +333,14 @@ class FrankaCubeSim:
 
     # ------------------------------------------------------------------ camera
     def render(self, camera: str = 'front', size: Optional[int] = None, fast: Optional[bool] = None) -> np.ndarray:
-        """RGB image ``uint8 (S, S, 3)`` from ``camera`` (shadows off; see SimConfig.fast_render)."""
+        """RGB image ``uint8 (S, S, 3)`` from ``camera`` (one of :data:`CAMERAS`; shadows off; see
+        SimConfig.fast_render).
+
+        Raises:
+            ValueError: an unknown camera (the scene's cameras are listed).
+        """
+        if camera not in CAMERAS:
+            raise ValueError(f'FrankaCubeSim has no camera {camera!r}; cameras: {list(CAMERAS)}')
         mj = self._mj
         s = size or self.cfg.image_size
         if self._renderer is None or self._renderer.height != s:

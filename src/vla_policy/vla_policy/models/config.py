@@ -11,6 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 __all__ = ['BackboneConfig', 'HeadConfig', 'ChunkConfig', 'VLAConfig']
+__all__ += ['DiscreteConfig', 'STRUCTURES']  # --- structures ---
+
+
+# --- hf_vlm backbones ---
+# backbone.hf_arch values (one adapter each in models/backbones/hf_vlm/; 'smolvlm' = 'idefics3').
+HF_ARCHS = ('idefics3', 'smolvlm', 'paligemma', 'qwen2_vl', 'qwen2_5_vl', 'qwen3_vl',
+            'florence2', 'kosmos2', 'llava', 'llava_next', 'llava_onevision')
+HF_FREEZE_MODES = ('none', 'vision', 'all')
+__all__ += ['HF_ARCHS', 'HF_FREEZE_MODES']
+# --- end hf_vlm backbones ---
 
 
 @dataclass
@@ -24,13 +34,20 @@ class BackboneConfig:
         feature_dim: output feature size D.
         vocab_size: tokenizer vocabulary size; filled in from the tokenizer at training time.
     Attributes (hf_vlm):
-        hf_arch: ``'idefics3'`` (SmolVLM architecture) or ``'paligemma'``.
+        hf_arch: one of ``HF_ARCHS`` (``'idefics3'`` = SmolVLM architecture, ``'paligemma'``, Qwen-VL,
+            Florence-2, Kosmos-2, LLaVA families; see ``models/backbones/hf_vlm/``).
         pretrained: hub id / local path for ``from_pretrained``; ``None`` builds the tiny config below.
         patch_size, vision_hidden, vision_layers, text_hidden, text_layers, num_heads, scale_factor:
             tiny from-scratch architecture.
         image_feature_scale: initial multiplier on projected image features (learned).
         hf_config: full HF config dict, filled in at build time so a checkpoint rebuilds offline.
-        freeze_vision: do not train the vision encoder (typical with a pretrained VLM).
+        freeze_vision: legacy flag, ``True`` = ``freeze: 'vision'``.
+        freeze: ``'none'``, ``'vision'`` (vision tower + projector) or ``'all'`` (every HF weight; the
+            learned ``<act>`` embedding and image scale stay trainable).
+        freeze_text_layers: the first N language-model decoder layers are frozen.
+        lora_r, lora_alpha, lora_dropout, lora_targets: LoRA adapters (peft ``LoraConfig``; ``lora_r`` 0 =
+            off). With LoRA every HF weight is frozen except the adapters (Hu et al. 2021).
+        scale_factor: also the Qwen-VL spatial merge size of a tiny config.
     """
 
     name: str = 'film_cnn'
@@ -55,26 +72,91 @@ class BackboneConfig:
     image_feature_scale: float = 0.05  # at init image features are ~20x larger than token embeddings
     hf_config: Optional[Dict[str, Any]] = None
     freeze_vision: bool = False   # from-scratch vision must train; set True for pretrained fine-tuning
+    # --- hf_vlm backbones: freeze / LoRA (models/backbones/hf_vlm/base.py) ---
+    freeze: str = 'none'          # 'none' | 'vision' | 'all'; legacy freeze_vision=True means 'vision'
+    freeze_text_layers: int = 0   # first N language-model decoder layers frozen (0 = none)
+    lora_r: int = 0               # LoRA rank (peft); 0 = off (full fine-tuning, today's behaviour)
+    lora_alpha: float = 16.0      # LoRA scaling alpha / r (peft default 8; 16 = 2r at r 8, the common choice)
+    lora_dropout: float = 0.0
+    lora_targets: Tuple[str, ...] = ('q_proj', 'k_proj', 'v_proj', 'o_proj')  # peft target_modules (attention)
+    # --- end hf_vlm backbones ---
+    # --- octo (Octo-style trunk, arXiv 2405.12213, scaled down; models/backbones/octo.py) ---
+    octo_dim: int = 128           # token width D (Octo-Small: 384); 128 trains on one CPU thread
+    octo_layers: int = 2          # transformer blocks (Octo-Small: 12)
+    octo_heads: int = 4           # head dim 32
+    octo_mlp_ratio: float = 2.0   # MLP width / D (Octo: 4); 2 halves the MLP cost on CPU
+    octo_dropout: float = 0.0     # attention dropout
+    octo_stem_channels: Tuple[int, ...] = (32, 64, 64)   # conv stem: 64 px -> 8x8 = 64 patch tokens per image
+    octo_stem_strides: Tuple[int, ...] = ()  # per stem block; () = all 2
+    octo_stem_film: bool = True   # FiLM the stem on the instruction (RT-1 / Octo FiLM variant)
+    octo_pos: str = 'sincos'      # 'sincos' (fixed 2-D) or 'learned' patch position embeddings
+    octo_keypoints: int = 0       # spatial-softmax keypoint tokens per image (0 = none)
+    octo_patch_tokens: bool = True   # conv-stem cells as tokens; False = keypoint tokens only
+    octo_state_token: bool = False   # add a proprio token per observation step (Octo's optional proprio)
+    octo_readouts: int = 1        # learned readout tokens per step (Octo: 1 per action head)
+    # --- end octo ---
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
+        # sequences are tuples whatever the backbone, so a config equals itself after a JSON round trip
+        self.octo_stem_channels = tuple(int(c) for c in self.octo_stem_channels)
+        self.octo_stem_strides = tuple(int(c) for c in self.octo_stem_strides)
+        self.lora_targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else \
+            tuple(str(t) for t in self.lora_targets)
         if self.image_size < 8:
             raise ValueError(f'backbone.image_size must be >= 8, got {self.image_size}')
         if self.name == 'hf_vlm':
-            if self.hf_arch not in ('idefics3', 'paligemma'):
-                raise ValueError(f"backbone.hf_arch must be 'idefics3' or 'paligemma', got {self.hf_arch!r}")
+            # --- hf_vlm backbones ---
+            if self.hf_arch not in HF_ARCHS:
+                raise ValueError(f'unknown backbone.hf_arch {self.hf_arch!r}; valid: {list(HF_ARCHS)}')
+            if self.freeze not in HF_FREEZE_MODES:
+                raise ValueError(f'backbone.freeze must be one of {list(HF_FREEZE_MODES)}, got {self.freeze!r}')
+            if self.freeze_vision and self.freeze == 'none':
+                self.freeze = 'vision'  # legacy flag (checkpoints before the freeze field)
+            self.lora_targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else \
+                tuple(str(t) for t in self.lora_targets)
+            for k in ('freeze_text_layers', 'lora_r'):
+                v = getattr(self, k)
+                if isinstance(v, bool) or int(v) != v or v < 0:
+                    raise ValueError(f'backbone.{k} must be an integer >= 0, got {v!r}')
+                setattr(self, k, int(v))
+            if self.lora_r and (not self.lora_targets or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0):
+                raise ValueError(f'backbone LoRA (lora_r={self.lora_r}) needs non-empty lora_targets (got '
+                                 f'{list(self.lora_targets)}), lora_alpha > 0 (got {self.lora_alpha}) and '
+                                 f'lora_dropout in [0, 1) (got {self.lora_dropout})')
+            # --- end hf_vlm backbones ---
             if self.pretrained is None and self.hf_config is None:
                 if self.image_size % self.patch_size:
                     raise ValueError(f'backbone.image_size ({self.image_size}) must be divisible by '
                                      f'backbone.patch_size ({self.patch_size})')
                 n = self.image_size // self.patch_size
-                if self.hf_arch == 'idefics3' and n % self.scale_factor:
+                if self.hf_arch in ('idefics3', 'smolvlm') and n % self.scale_factor:
                     raise ValueError(f'backbone: patches per side ({n}) must be divisible by '
                                      f'scale_factor ({self.scale_factor}) for the Idefics3 pixel shuffle')
+                if self.hf_arch in ('qwen2_vl', 'qwen2_5_vl', 'qwen3_vl') and n % self.scale_factor:
+                    raise ValueError(f'backbone: patches per side ({n}) must be divisible by scale_factor '
+                                     f'({self.scale_factor}), the Qwen-VL spatial merge size')
                 for k in ('vision_hidden', 'text_hidden'):
                     if getattr(self, k) % self.num_heads:
                         raise ValueError(f'backbone.{k} ({getattr(self, k)}) must be divisible by '
                                          f'num_heads ({self.num_heads})')
+        # --- octo ---
+        if self.name == 'octo':
+            self.octo_stem_channels = tuple(int(c) for c in self.octo_stem_channels)
+            self.octo_stem_strides = tuple(int(c) for c in self.octo_stem_strides)
+            if not self.octo_stem_channels or (self.octo_stem_strides and (
+                    len(self.octo_stem_strides) != len(self.octo_stem_channels) or min(self.octo_stem_strides) < 1)):
+                raise ValueError(f'backbone.octo_stem_channels {self.octo_stem_channels} must be non-empty and '
+                                 f'octo_stem_strides {self.octo_stem_strides} empty or one stride >= 1 per channel')
+            if self.octo_dim < 4 or self.octo_dim % 4 or self.octo_dim % self.octo_heads:
+                raise ValueError(f'backbone.octo_dim ({self.octo_dim}) must be a multiple of 4 and of '
+                                 f'octo_heads ({self.octo_heads})')
+            if self.octo_pos not in ('sincos', 'learned'):
+                raise ValueError(f"backbone.octo_pos must be 'sincos' or 'learned', got {self.octo_pos!r}")
+            if self.octo_layers < 1 or self.octo_readouts < 1 or self.octo_keypoints < 0 or self.octo_mlp_ratio <= 0:
+                raise ValueError('backbone: octo_layers and octo_readouts must be >= 1, octo_keypoints >= 0, '
+                                 'octo_mlp_ratio > 0')
+        # --- end octo ---
         if self.name == 'film_cnn' and not self.channels:
             raise ValueError('backbone.channels must be non-empty for film_cnn')
         self.strides = tuple(int(s) for s in self.strides)
@@ -88,11 +170,13 @@ class HeadConfig:
     """Action head: feature (B, D) [+ state (B, S)] -> chunk (B, H, A).
 
     Attributes:
-        name: registry key (``'mlp'`` regression, ``'flow'`` flow matching).
+        name: registry key (``'mlp'`` regression, ``'flow'`` flow matching, ``'lstm'`` / ``'gpt'``
+            history models, ``'diffusion'`` DDPM/DDIM).
         hidden: hidden width.
-        n_layers: number of hidden layers (``flow``: residual blocks).
-        loss: ``'l1'`` (ACT / LeRobot default for action chunks) or ``'mse'``; ``mlp`` only (``flow``
-            always regresses its velocity with the squared error, the flow-matching objective).
+        n_layers: number of hidden layers (``flow``/``diffusion``: residual blocks; ``lstm``: LSTM layers;
+            ``gpt``: transformer blocks).
+        loss: ``'l1'`` (ACT / LeRobot default for action chunks) or ``'mse'``; ``mlp``/``lstm``/``gpt`` only
+            (``flow`` regresses its velocity and ``diffusion`` its noise with the squared error).
         use_state: concatenate the newest normalized state to the feature.
         dropout: dropout between hidden layers.
     Attributes (flow, pi0: Black et al. 2024, arXiv 2410.24164, appendix B):
@@ -100,6 +184,22 @@ class HeadConfig:
         time_dim: width of the sinusoidal flow-time embedding (even).
         time_alpha, time_beta: training times ``tau = time_s * (1 - b)``, ``b ~ Beta(alpha, beta)``.
         time_s: largest training time ``s`` (pi0: 0.999).
+    Attributes (gripper loss; ``mlp``, ``lstm``, ``gpt``, see ``heads/losses.py``):
+        gripper_loss: ``'same'`` (binary dims regressed like the others) or ``'bce'`` (BCE-with-logits
+            on ``VLAConfig.binary_action_dims``, target = normalized action > 0; the head then outputs
+            ``tanh(logit / 2)`` on those dims).
+        gripper_loss_weight: weight of the binary dims in the chunk loss (>= 0).
+    Attributes (``lstm`` / ``gpt`` history heads, RoboVLMs 2024; ``n_layers`` = LSTM / transformer layers):
+        num_heads: attention heads (``gpt``, ``diffusion`` with ``dit``); must divide ``hidden``.
+        max_history: ``gpt`` learned positions; a longer history (``chunk.n_obs_steps``) is an error.
+    Attributes (``diffusion``: DDPM training, Ho et al. 2020; DDIM sampling, Song et al. 2021):
+        num_train_timesteps: DDPM steps T.
+        num_inference_steps: DDIM steps at sampling (<= T).
+        time_dim: (shared with ``flow``) width of the sinusoidal timestep embedding.
+        beta_schedule: ``'linear'``, ``'scaled_linear'`` or ``'squaredcos_cap_v2'`` (diffusers names).
+        clip_sample: clip the predicted clean chunk to [-1, 1] in each scheduler step.
+        diffusion_net: ``'mlp'`` (Octo's conditional residual MLP) or ``'dit'`` (adaLN-zero DiT,
+            Peebles & Xie 2023, GR00T's action head).
     """
 
     name: str = 'mlp'
@@ -114,8 +214,44 @@ class HeadConfig:
     time_alpha: float = 1.5       # pi0: Beta(1.5, 1) over (s - tau) / s emphasises noisy (low) times
     time_beta: float = 1.0
     time_s: float = 0.999         # pi0's cut-off s: times above s are never trained
+    # --- heads: gripper loss, lstm / gpt / diffusion (see heads/losses.py, lstm.py, gpt.py, diffusion.py) ---
+    gripper_loss: str = 'same'    # 'same' = L1/MSE like the other dims: the behaviour of older checkpoints
+    gripper_loss_weight: float = 1.0  # 1.0 = no reweighting, again the pre-existing loss
+    num_heads: int = 4            # gpt / diffusion dit attention heads: head dim 64 at hidden 256
+    max_history: int = 16         # gpt positions: RoboVLMs' window_size 16 on CALVIN; >= chunk.n_obs_steps
+    num_train_timesteps: int = 100    # DDPM steps T: Diffusion Policy (Chi et al. 2023) trains with 100
+    num_inference_steps: int = 10     # DDIM steps when sampling: Diffusion Policy's real-robot setting
+    beta_schedule: str = 'squaredcos_cap_v2'  # cosine schedule (Nichol & Dhariwal 2021), Diffusion Policy/Octo
+    clip_sample: bool = True      # DDPM/DDIM clip x0 to [-1, 1] = the normalized q01..q99 action range
+    diffusion_net: str = 'mlp'    # Octo's residual MLP: cheapest on CPU; 'dit' = GR00T-style DiT
 
     def __post_init__(self) -> None:
+        # --- heads: gripper loss, lstm / gpt / diffusion ---
+        if self.gripper_loss not in ('same', 'bce'):
+            raise ValueError(f"head.gripper_loss must be 'same' or 'bce', got {self.gripper_loss!r}")
+        if self.gripper_loss == 'bce' and self.name in ('flow', 'diffusion'):
+            raise ValueError(f"head.gripper_loss 'bce' applies to regression heads ('mlp', 'lstm', 'gpt'); "
+                             f"the generative head {self.name!r} needs 'same'")
+        if not self.gripper_loss_weight >= 0.0:
+            raise ValueError(f'head.gripper_loss_weight must be >= 0, got {self.gripper_loss_weight}')
+        for k in ('num_heads', 'max_history', 'num_train_timesteps', 'num_inference_steps'):
+            v = getattr(self, k)
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f'head.{k} must be an integer >= 1, got {v!r}')
+            setattr(self, k, int(v))
+        if self.num_inference_steps > self.num_train_timesteps:
+            raise ValueError(f'head.num_inference_steps ({self.num_inference_steps}) must be <= '
+                             f'head.num_train_timesteps ({self.num_train_timesteps}) for DDIM')
+        if self.beta_schedule not in ('linear', 'scaled_linear', 'squaredcos_cap_v2'):
+            raise ValueError(f"head.beta_schedule must be 'linear', 'scaled_linear' or 'squaredcos_cap_v2', "
+                             f"got {self.beta_schedule!r}")
+        if self.diffusion_net not in ('mlp', 'dit'):
+            raise ValueError(f"head.diffusion_net must be 'mlp' or 'dit', got {self.diffusion_net!r}")
+        if (self.name == 'gpt' or (self.name == 'diffusion' and self.diffusion_net == 'dit')) \
+                and self.hidden % self.num_heads:
+            raise ValueError(f'head.hidden ({self.hidden}) must be divisible by head.num_heads ({self.num_heads}) '
+                             f'for {self.name!r}')
+        # --- end heads ---
         if self.loss not in ('l1', 'mse'):
             raise ValueError(f"head.loss must be 'l1' or 'mse', got {self.loss!r}")
         if self.hidden < 1 or self.n_layers < 1:
@@ -158,6 +294,43 @@ class ChunkConfig:
                              f'[1, chunk_size={self.chunk_size}]')
 
 
+# --- structures ---
+# RoboVLMs (Li et al. 2024, "Towards Generalist Robot Policies: What Matters in Building
+# Vision-Language-Action Models", arXiv 2412.14058) taxonomy of how a VLM becomes a policy.
+STRUCTURES = ('one_step_continuous', 'one_step_discrete', 'interleaved', 'policy_head')
+
+
+@dataclass
+class DiscreteConfig:
+    """Actions as language tokens (structure ``one_step_discrete``; RT-2, Brohan et al. 2023; OpenVLA,
+    Kim et al. 2024). See :mod:`vla_policy.models.action_tokenizer`.
+
+    Attributes:
+        n_bins: uniform bins over the normalized range [-1, 1] (= q01..q99 after quantile
+            normalization); RT-2 / OpenVLA use 256.
+        vocab_offset: LM vocabulary id of bin 0; ``None`` = the last ``n_bins`` ids of the LM
+            vocabulary (RT-2 / OpenVLA overwrite the least used tokens). A tiny from-scratch LM
+            (no ``backbone.pretrained`` / ``hf_config``) is built with ``n_bins`` extra rows after the
+            instruction tokenizer's ids, so bins never share an id with a word.
+        max_action_tokens: most tokens (chunk_size x action_dim) one prediction may decode; greedy
+            decoding runs one LM pass per token (no KV cache), so this bounds inference cost.
+    """
+
+    n_bins: int = 256               # RT-2 / OpenVLA
+    vocab_offset: Optional[int] = None
+    max_action_tokens: int = 256    # 8 x 8 default chunk = 64 tokens; 256 passes of a tiny LM ~ seconds on CPU
+
+    def __post_init__(self) -> None:
+        if int(self.n_bins) != self.n_bins or self.n_bins < 2:
+            raise ValueError(f'discrete.n_bins must be an integer >= 2, got {self.n_bins}')
+        self.n_bins = int(self.n_bins)
+        if self.vocab_offset is not None and (int(self.vocab_offset) != self.vocab_offset or self.vocab_offset < 0):
+            raise ValueError(f'discrete.vocab_offset must be None or an integer >= 0, got {self.vocab_offset}')
+        if self.max_action_tokens < 1:
+            raise ValueError(f'discrete.max_action_tokens must be >= 1, got {self.max_action_tokens}')
+# --- end structures ---
+
+
 @dataclass
 class VLAConfig:
     """Whole-model configuration.
@@ -174,6 +347,10 @@ class VLAConfig:
         binary_action_dims: action dims executed as open/closed (RT-1 / RoboVLMs treat the gripper
             as a binary action): the prediction snaps to the nearer of the embodiment joint's
             lower/upper limit. Stops a half-closed gripper from drifting the proprio input.
+        structure: how the backbone becomes a policy (RoboVLMs taxonomy, :data:`STRUCTURES`,
+            :mod:`vla_policy.models.structures`): ``'one_step_continuous'`` (default), ``'one_step_discrete'``
+            (RT-2 action tokens, ``head.name: none``), ``'interleaved'``, ``'policy_head'`` (history head).
+        discrete: :class:`DiscreteConfig` for ``one_step_discrete``.
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -186,6 +363,10 @@ class VLAConfig:
     max_tokens: int = 16          # instructions are short commands ("pick the red cube")
     delta_action_dims: Tuple[int, ...] = ()   # () = absolute targets; Franka configs use the 7 arm joints
     binary_action_dims: Tuple[int, ...] = ()  # () = continuous; Franka configs use the finger (7)
+    # --- structures ---
+    structure: str = 'one_step_continuous'   # today's behaviour; see STRUCTURES
+    discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
+    # --- end structures ---
 
     def __post_init__(self) -> None:
         for k, cls in (('backbone', BackboneConfig), ('head', HeadConfig), ('chunk', ChunkConfig)):
@@ -219,8 +400,49 @@ class VLAConfig:
         if bad or set(self.binary_action_dims) & set(self.delta_action_dims):
             raise ValueError(f'binary_action_dims {self.binary_action_dims} must be indices in [0, action_dim='
                              f'{self.action_dim}) and not in delta_action_dims {self.delta_action_dims}')
-        if self.state_dim == 0 and (self.head.use_state or self.backbone.use_state):
+        if self.state_dim == 0 and ((self.head.use_state and self.head.name != 'none') or self.backbone.use_state):
             raise ValueError('state_dim is 0 but head.use_state/backbone.use_state is set')
+        self._check_structure()  # --- structures ---
+
+    # --- structures ---
+    def _check_structure(self) -> None:
+        """Torch-free structure checks (registry-dependent ones live in ``VLA.__init__``)."""
+        if isinstance(self.discrete, dict):
+            self.discrete = _strict(DiscreteConfig, self.discrete, 'discrete')
+        elif not isinstance(self.discrete, DiscreteConfig):
+            raise TypeError(f'VLAConfig.discrete must be DiscreteConfig, got {type(self.discrete).__name__}')
+        if self.structure not in STRUCTURES:
+            raise ValueError(f'unknown structure {self.structure!r}; valid: {list(STRUCTURES)}')
+        if self.structure == 'one_step_discrete':
+            if self.head.name != 'none':
+                raise ValueError(f"structure 'one_step_discrete' predicts actions with the LM head: head.name "
+                                 f"must be 'none', got {self.head.name!r}")
+            n_tok = self.chunk.chunk_size * self.action_dim
+            if n_tok > self.discrete.max_action_tokens:
+                raise ValueError(f'chunk.chunk_size ({self.chunk.chunk_size}) x action_dim ({self.action_dim}) = '
+                                 f'{n_tok} action tokens exceeds discrete.max_action_tokens '
+                                 f'({self.discrete.max_action_tokens}): largest chunk_size is '
+                                 f'{self.discrete.max_action_tokens // self.action_dim}')
+        elif self.head.name == 'none':
+            raise ValueError(f"head.name 'none' is only valid with structure 'one_step_discrete', "
+                             f"got structure {self.structure!r}")
+        if self.structure in ('one_step_discrete', 'interleaved') and self.backbone.use_state:
+            raise ValueError(f'structure {self.structure!r} builds its own VLM token sequence, which carries no '
+                             'state: set backbone.use_state false (head.use_state feeds the head)')
+
+    @property
+    def steps_per_pass(self) -> int:
+        """History steps one backbone call sees: 1 for ``policy_head`` (one pass per step), else n_obs_steps."""
+        return 1 if self.structure == 'policy_head' else self.chunk.n_obs_steps
+
+    @property
+    def images_per_pass(self) -> int:
+        """Images one backbone call takes: ``len(camera_names)`` for ``policy_head``, else :attr:`n_images`.
+
+        ``interleaved`` feeds all ``n_images`` in one sequence (per step ``[images_t][LRN]``).
+        """
+        return self.steps_per_pass * len(self.camera_names)
+    # --- end structures ---
 
     @property
     def n_images(self) -> int:

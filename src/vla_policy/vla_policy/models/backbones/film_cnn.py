@@ -65,7 +65,7 @@ class FiLMCNN(nn.Module):
 
     Args:
         cfg: ``VLAConfig``; uses ``backbone.{channels, word_dim, feature_dim, vocab_size}`` and
-            ``n_images`` (= n_obs_steps x cameras).
+            ``images_per_pass`` (= n_obs_steps x cameras; one step's cameras under the policy_head structure).
 
     Raises:
         ValueError: ``backbone.vocab_size`` < 3 (not set from a tokenizer).
@@ -78,7 +78,7 @@ class FiLMCNN(nn.Module):
         b = cfg.backbone
         if b.vocab_size < 3:
             raise ValueError(f'film_cnn needs backbone.vocab_size from the tokenizer (>= 3), got {b.vocab_size}')
-        self.n_images = cfg.n_images
+        self.n_images = cfg.images_per_pass   # policy_head: one step's cameras per call
         self.word_emb = nn.Embedding(b.vocab_size, b.word_dim, padding_idx=0)
         chans = (3,) + tuple(b.channels)
         strides = tuple(b.strides) if b.strides else (2,) * len(b.channels)
@@ -88,7 +88,7 @@ class FiLMCNN(nn.Module):
         self.softmax = SpatialSoftmax()
         in_dim = self.n_images * 2 * self.n_keypoints + b.word_dim
         if b.use_state:
-            in_dim += cfg.chunk.n_obs_steps * cfg.state_dim
+            in_dim += cfg.steps_per_pass * cfg.state_dim
         self.use_state = b.use_state
         self.mlp = nn.Sequential(nn.Linear(in_dim, b.feature_dim), nn.ReLU(),
                                  nn.Linear(b.feature_dim, b.feature_dim), nn.ReLU())

@@ -115,6 +115,8 @@ class FlowHead(nn.Module):
     """
 
     supports_guidance = True   # velocity field exposed: RTC (vla_policy.rtc) can guide sampling
+    sequence_input = False     # feature (B, D): one fused feature per sample
+    samples = True             # forward draws noise: takes ``noise=`` / ``generator=``
 
     def __init__(self, cfg, in_dim: int) -> None:
         super().__init__()
