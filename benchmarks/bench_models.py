@@ -34,14 +34,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 for _pkg in ('robot_drivers', 'vla_policy', 'vla_training'):
     sys.path.insert(0, str(ROOT / 'src' / _pkg))
 
-DEFAULT_PRESETS = ('film_cnn', 'octo', 'pi0', 'groot', 'robovlms', 'rt2')
+# longest trainings first so that two workers finish together; octo first: its extra seeds are reported too
+DEFAULT_PRESETS = ('octo', 'rt2', 'robovlms', 'pi0', 'groot', 'film_cnn')
 TABLE_BEGIN = '<!-- model-zoo:begin -->'
 TABLE_END = '<!-- model-zoo:end -->'
 
 
 def _train_job(args) -> Dict[str, object]:
     """One preset's training in a fresh single-threaded process; its log goes to ``log_path``."""
-    bags, config, preset, out, steps, log_path = args
+    bags, config, preset, out, overrides, log_path = args
     os.environ['OMP_NUM_THREADS'] = '1'
     with open(log_path, 'w') as log:
         sys.stdout = log
@@ -50,7 +51,7 @@ def _train_job(args) -> Dict[str, object]:
         torch.set_num_threads(1)
         from vla_training.train_cli import run
         t0 = time.time()
-        res = run([bags], config, out, {'steps': steps, 'num_threads': 1}, progress=False, data_workers=1,
+        res = run([bags], config, out, dict(overrides, num_threads=1), progress=False, data_workers=1,
                   preset=preset)
         last = res.losses[-50:]
         return {'checkpoint': str(res.checkpoint_dir), 'train_seconds': round(res.seconds, 1),
@@ -91,14 +92,23 @@ def cpu_ms_per_chunk(checkpoint: str, bag: str, topics: Dict[str, object], runs:
 
 def format_table(rows: Sequence[Dict[str, object]], eval_episodes: int, cpu: str) -> str:
     """Markdown table of the model-zoo rows (success in %, parameters in millions)."""
-    head = ('| preset | backbone | structure | head | parameters | CPU ms / chunk | train min | reach | pick |\n'
-            '|---|---|---|---|---:|---:|---:|---:|---:|')
+    head = ('| preset | backbone | structure | head | cameras | parameters | CPU ms / chunk | train min | reach | pick |\n'
+            '|---|---|---|---|---|---:|---:|---:|---:|---:|')
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r['backbone']} | {r['structure']} | {r['head']} | "
+        cams = '+'.join(r.get('details', {}).get('cameras', []))
+        lines.append(f"| {r['preset']} | {r['backbone']} | {r['structure']} | {r['head']} | {cams} | "
                      f"{r['parameters'] / 1e6:.2f} M | {r['cpu_ms_per_chunk']:.1f} | {r['train_minutes']:.1f} | "
                      f"{r['reach']:.0%} | {r['pick']:.0%} |")
     lines.append('')
+    for r in rows:
+        other = r.get('details', {}).get('other_seeds')
+        if other:
+            alls = [r['reach']] + [o['reach'] for o in other]
+            seeds = ', '.join(f"seed {o['train_seed']}: reach {o['reach']:.0%} / pick {o['pick']:.0%}" for o in other)
+            lines.append(f"{r['preset']} trained with other seeds (same config and demos): {seeds}; mean reach over "
+                         f"{len(alls)} seeds {sum(alls) / len(alls):.0%}.")
+            lines.append('')
     lines.append(f'Closed-loop success over {eval_episodes} held-out seeded episodes per task; one torch thread per '
                  f'training and per timing, two trainings at a time on {cpu}.')
     return '\n'.join(lines)
@@ -117,15 +127,31 @@ def _write_readme_table(readme: pathlib.Path, table: str) -> None:
     os.replace(tmp, readme)
 
 
+def parse_preset_configs(text: str) -> Dict[str, str]:
+    """``'octo=config/train_franka.yaml,...'`` -> ``{'octo': '<root>/config/train_franka.yaml'}``.
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(','))):
+        name, sep, path = item.partition('=')
+        if not sep or not name or not path:
+            raise ValueError(f'--preset-config: {item!r} is not NAME=YAML')
+        out[name] = path if os.path.isabs(path) else str(ROOT / path)
+    return out
+
+
 def run(presets: Sequence[str], output: str, episodes: int, eval_episodes: int, demos: Optional[str],
         config: str, results: str, readme: str, steps: Optional[int], workers: int,
-        latency_runs: int) -> List[Dict[str, object]]:
+        latency_runs: int, preset_configs: Optional[Dict[str, str]] = None,
+        extra_seeds: Sequence[int] = ()) -> List[Dict[str, object]]:
     from vla_policy.checkpoint import load_checkpoint
     from vla_training.evaluate import EvalConfig, evaluate, write_json
     from vla_training.train_cli import load_train_yaml
-    for name in presets:      # every preset must load with the robot YAML before anything runs
-        load_train_yaml(config, name)
-    topics = load_train_yaml(config)[2].topics
+    configs = {name: (preset_configs or {}).get(name, config) for name in presets}
+    for name in presets:      # every preset must load with its robot YAML before anything runs
+        load_train_yaml(configs[name], name)
     t0 = time.time()
     out = pathlib.Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +163,15 @@ def run(presets: Sequence[str], output: str, episodes: int, eval_episodes: int, 
             record_demos(RecordConfig(episodes=episodes, output=demos, workers=workers))
     record_minutes = (time.time() - t0) / 60.0
     print(f'[2/3] training {len(presets)} presets, {workers} at a time ...', flush=True)
-    jobs = [(demos, config, name, str(out / name), steps, str(out / f'train_{name}.log')) for name in presets]
+    base = {} if steps is None else {'steps': steps}
+    jobs = [(demos, configs[name], name, str(out / name), base, str(out / f'train_{name}.log')) for name in presets]
+    # the first preset trained again with other seeds (init, batches, split): how much of its number is luck
+    seed_jobs = [(demos, configs[presets[0]], presets[0], str(out / f'{presets[0]}_seed{sd}'), dict(base, seed=sd),
+                  str(out / f'train_{presets[0]}_seed{sd}.log')) for sd in extra_seeds]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as pool:
-        trained = dict(zip(presets, pool.map(_train_job, jobs)))
+        done = list(pool.map(_train_job, jobs + seed_jobs))
+    trained = dict(zip(presets, done[:len(jobs)]))
+    seed_runs = done[len(jobs):]
     first_bag = sorted(pathlib.Path(demos).iterdir())[0]
     print(f'[3/3] closed-loop evaluation, {eval_episodes} held-out episodes per task ...', flush=True)
     rows = []
@@ -148,7 +180,8 @@ def run(presets: Sequence[str], output: str, episodes: int, eval_episodes: int, 
         model, cfg = load_checkpoint(tr['checkpoint'])[:2]
         te = time.time()
         ev = evaluate(EvalConfig(tr['checkpoint'], eval_episodes, ('reach', 'pick'), workers=workers, policy_seed=0))
-        ms = cpu_ms_per_chunk(tr['checkpoint'], str(first_bag), topics, latency_runs)
+        ms = cpu_ms_per_chunk(tr['checkpoint'], str(first_bag), load_train_yaml(configs[name])[2].topics,
+                              latency_runs)
         row = {'preset': name, 'backbone': cfg.backbone.name if cfg.backbone.name != 'hf_vlm'
                else f'hf_vlm/{cfg.backbone.hf_arch}',
                'structure': getattr(cfg, 'structure', 'one_step_continuous'), 'head': cfg.head.name,
@@ -157,7 +190,16 @@ def run(presets: Sequence[str], output: str, episodes: int, eval_episodes: int, 
                'reach': ev['success']['reach'], 'pick': ev['success']['pick'],
                'details': {k: v for k, v in tr.items() if k != 'checkpoint'} | {
                    'eval_seconds': round(time.time() - te, 1), 'cameras': list(cfg.camera_names),
-                   'n_obs_steps': cfg.chunk.n_obs_steps, 'chunk_size': cfg.chunk.chunk_size}}
+                   'n_obs_steps': cfg.chunk.n_obs_steps, 'chunk_size': cfg.chunk.chunk_size,
+                   'robot_config': os.path.relpath(configs[name], ROOT), 'train_seed': 0}}
+        if name == presets[0] and seed_runs:
+            other = []
+            for sd, sr in zip(extra_seeds, seed_runs):
+                ev_s = evaluate(EvalConfig(sr['checkpoint'], eval_episodes, ('reach', 'pick'), workers=workers,
+                                           policy_seed=0))
+                other.append({'train_seed': sd, 'reach': ev_s['success']['reach'], 'pick': ev_s['success']['pick'],
+                              'val_loss': sr['val_loss'], 'train_seconds': sr['train_seconds']})
+            row['details']['other_seeds'] = other
         rows.append(row)
         print(f"      {name:<10} reach {row['reach']:.0%} pick {row['pick']:.0%}  {row['cpu_ms_per_chunk']:.1f} ms/chunk  "
               f"{row['parameters'] / 1e6:.2f} M params  {row['train_minutes']:.1f} train min", flush=True)
@@ -187,6 +229,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--demos', default=None, help='reuse recorded demos instead of recording')
     p.add_argument('--config', default=str(ROOT / 'config' / 'train_franka_2cam.yaml'),
                    help='robot training YAML the presets are overlaid on')
+    p.add_argument('--preset-config', default='octo=config/train_franka.yaml',
+                   help='NAME=YAML,...: presets trained on another robot YAML than --config (same demos); octo '
+                        'uses the scene camera only, its 2-camera variant reached 5 %% reach')
+    p.add_argument('--seeds', default='1,2',
+                   help='extra training seeds for the first preset of --presets (its spread over seeds)')
     p.add_argument('--steps', type=int, default=None, help='override every preset\'s train.steps')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--latency-runs', type=int, default=20)
@@ -196,8 +243,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault('MUJOCO_GL', 'egl')
     presets = [s for s in a.presets.split(',') if s]
     try:
+        seeds = [int(t) for t in a.seeds.split(',') if t.strip()]
         run(presets, a.output, a.episodes, a.eval_episodes, a.demos, a.config, a.results, a.readme, a.steps,
-            a.workers, a.latency_runs)
+            a.workers, a.latency_runs, parse_preset_configs(a.preset_config), seeds)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f'bench_models: {exc}', file=sys.stderr)
         return 1

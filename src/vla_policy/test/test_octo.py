@@ -93,6 +93,20 @@ def test_obs_tokens_never_see_readouts_and_padding_is_ignored(tok):
         bb(b['images'][:, :2], b['token_ids'], b['attention_mask'], b['state'])
 
 
+@pytest.mark.parametrize('mode,per_image', [('tokens', 3), ('flat', 1)])
+def test_keypoint_only_tokens(tok, mode, per_image):
+    cfg = tiny_cfg(tok.vocab_size, cameras=('front', 'wrist'), octo_keypoints=3, octo_patch_tokens=False,
+                   octo_keypoint_mode=mode, octo_state_token=True, octo_readouts=2, octo_readout_pool='concat')
+    torch.manual_seed(0)
+    model = VLA(cfg).eval()
+    b = cube_batch(tok, cfg, 2, seed=3)
+    h, kinds = model.backbone.tokens(b['images'], b['token_ids'], b['attention_mask'], b['state'])
+    assert (kinds == OBS).sum() == 2 * per_image + 1 and h.shape[1] == 6 + 2 * per_image + 1 + 2
+    assert model.backbone(b['images'], b['token_ids'], b['attention_mask'], b['state']).shape == (2, 64)
+    moved = dict(b, state=b['state'] + 0.5)      # the proprio token reaches the readouts
+    assert not torch.allclose(model(b), model(moved), atol=1e-5)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match='octo_dim'):
         BackboneConfig(name='octo', octo_dim=30, octo_heads=4)
@@ -102,6 +116,13 @@ def test_config_errors_name_the_field():
         BackboneConfig(name='octo', octo_stem_channels=(8, 16), octo_stem_strides=(2,))
     with pytest.raises(ValueError, match='total stride'):
         VLA(tiny_cfg(10, image_size=34))
+    with pytest.raises(ValueError, match='octo_keypoint_mode'):
+        BackboneConfig(name='octo', octo_keypoint_mode='grid')
+    with pytest.raises(ValueError, match='octo_patch_tokens false needs octo_keypoints'):
+        VLA(tiny_cfg(10, octo_patch_tokens=False))
+    with pytest.raises(ValueError, match='octo_state_token needs state_dim'):
+        VLA(VLAConfig.from_dict(dict(tiny_cfg(10, octo_state_token=True).to_dict(), state_dim=0,
+                                     head=dict(HeadConfig(use_state=False).__dict__))))
     with pytest.raises(ValueError, match='vocab_size'):
         VLA(tiny_cfg(0))
 

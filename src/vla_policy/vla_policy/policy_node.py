@@ -277,7 +277,8 @@ class PolicyNode(LifecycleNode):
         record = str(self._param('record_rollouts')).strip()
         if record:
             from vla_policy.rollout_recorder import RolloutRecorder, RolloutTopics
-            topics = RolloutTopics(image=self._img_topic, joint_states=self._js_topic, instruction=self._instr_topic,
+            topics = RolloutTopics(cameras=self._cam_topics, joint_states=self._js_topic,   # every camera read
+                                   instruction=self._instr_topic,
                                    executed=str(self._param('record_command_topic')), command=self._cmd_topic)
             self.recorder = RolloutRecorder(record, topics, serialize=serialize_message)
         self.get_logger().info(
@@ -434,8 +435,7 @@ class PolicyNode(LifecycleNode):
             self._input_failed(what, f'ignoring image: {exc}')
             return
         self._input_ok(what)
-        if topic == self._img_topic:   # the rollout bag holds the first camera (RolloutTopics.image)
-            self._record(topic, msg)
+        self._record(topic, msg)       # the rollout bag holds every camera (RolloutTopics.cameras)
 
     def _on_joints(self, msg: JointState) -> None:
         if self.runtime is None:

@@ -7,7 +7,8 @@ clock's receive times:
 ============================  ==================================  =====================================
 topic (parameter)             type                                what
 ============================  ==================================  =====================================
-``image_topic``               sensor_msgs/Image (CompressedImage) every camera message received
+``image_topic`` (one topic    sensor_msgs/Image (CompressedImage) every camera message received, one
+per camera: ``cameras``)                                          topic per camera the runtime reads
 ``joint_states_topic``        sensor_msgs/JointState              every joint state received
 ``instruction_topic``         std_msgs/String (latched QoS)       the instruction at the episode start
                                                                   and each change
@@ -18,11 +19,13 @@ topic (parameter)             type                                what
 ============================  ==================================  =====================================
 
 The first four are the topics ``vla_training``'s bag reader reads with the robot's parameter file
-(``BagTopics.from_robot_config``: camera, joint states and instruction from ``policy_node``, the
-command from ``arm_driver_node.output_topic``), so a directory of rollouts is a training set as it
-is: ``ros2 run vla_training train --bags <dir>``. The per-tick row is what the runtime asked the
-arm for, before the arm driver's safety filter; a correction sent by a person straight to the
-controller is not in it (record those with ``record_robot``).
+(``BagTopics.from_robot_config``: the cameras (``image_topic``, or every camera of ``cameras``),
+joint states and instruction from ``policy_node``, the command from
+``arm_driver_node.output_topic``), so a directory of rollouts is a training set as it is:
+``ros2 run vla_training train --bags <dir>``; with several cameras every camera's images are in the
+bag, each on its own topic, so a model with the same ``camera_names`` trains on them. The per-tick
+row is what the runtime asked the arm for, before the arm driver's safety filter; a correction
+sent by a person straight to the controller is not in it (record those with ``record_robot``).
 
 Messages are serialized as CDR: rosbags messages (``__msgtype__``) with the rosbags Jazzy type
 store, anything else with the ``serialize`` callable given (``rclpy.serialization.serialize_message``
@@ -41,13 +44,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from robot_drivers.bag_writer import STORAGES, EpisodeBagWriter
 
-__all__ = ['RolloutTopics', 'RolloutRecorder', 'executed_row', 'EPISODE_PREFIX']
+__all__ = ['RolloutTopics', 'RolloutRecorder', 'executed_row', 'image_type', 'EPISODE_PREFIX', 'DEFAULT_CAMERA',
+           'DEFAULT_IMAGE_TOPIC']
 
 PathLike = Union[str, Path]
 EPISODE_PREFIX = 'rollout_'
@@ -56,44 +60,90 @@ COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 JOINT_STATE = 'sensor_msgs/msg/JointState'
 STRING = 'std_msgs/msg/String'
 TRAJECTORY = 'trajectory_msgs/msg/JointTrajectory'
+DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
+#: camera name of ``image`` when no ``cameras`` are given (the models' ``camera_names`` default)
+DEFAULT_CAMERA = 'front'
+
+
+def image_type(topic: str) -> str:
+    """``CompressedImage`` for a topic ending in ``/compressed`` (as policy_node subscribes), else ``Image``."""
+    return COMPRESSED if topic.rstrip('/').endswith('/compressed') else IMAGE
 
 
 @dataclass(frozen=True)
 class RolloutTopics:
     """Topic names of a rollout bag (absolute names; see the module docstring's table).
 
+    ``cameras``: every camera the runtime reads, ``{name: image topic}`` in its order
+    (:attr:`vla_policy.runtime.PolicyRuntime.camera_topics`; stored as ``((name, topic), ...)``);
+    each topic is recorded. ``()`` = one camera, :data:`DEFAULT_CAMERA` on ``image``.
+    ``image``: the first camera's topic; ``''`` (default) = the first of ``cameras``, or
+    :data:`DEFAULT_IMAGE_TOPIC` without cameras.
     ``command`` may be ``''``: the published commands are then not recorded.
 
     Raises:
-        ValueError: a name (other than an empty ``command``) that is not absolute, or two roles on one topic.
+        ValueError: a name (other than an empty ``command``) that is not absolute, ``image`` that is
+            not the first camera's topic, a camera named twice, or two roles / cameras on one topic.
     """
 
-    image: str = '/camera/image_raw'
+    image: str = ''
     joint_states: str = '/joint_states'
     instruction: str = '/vla/instruction'
     executed: str = '/arm_controller/joint_trajectory'
     command: str = '/vla/joint_trajectory'
+    cameras: Tuple[Tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        cams = self.cameras
+        pairs = list(cams.items()) if isinstance(cams, Mapping) else [tuple(p) for p in cams]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f'rollout cameras must be {{name: topic}} or (name, topic) pairs, got {cams!r}')
+        pairs = [(str(n), t) for n, t in pairs]
+        names = [n for n, _ in pairs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f'rollout cameras name {dup} twice: {cams!r}')
+        for name, topic in pairs:
+            if not name or not isinstance(topic, str) or not topic.startswith('/'):
+                raise ValueError(f'rollout camera {name!r} topic must be an absolute topic name like "/x", '
+                                 f'got {topic!r}')
+        object.__setattr__(self, 'cameras', tuple(pairs))
+        if self.image == '':
+            object.__setattr__(self, 'image', pairs[0][1] if pairs else DEFAULT_IMAGE_TOPIC)
         for role in ('image', 'joint_states', 'instruction', 'executed', 'command'):
             v = getattr(self, role)
             if role == 'command' and v == '':
                 continue
             if not isinstance(v, str) or not v.startswith('/'):
                 raise ValueError(f'rollout topic {role} must be an absolute topic name like "/x", got {v!r}')
-        names = [t for t in (self.image, self.joint_states, self.instruction, self.executed, self.command) if t]
+        if pairs and self.image != pairs[0][1]:
+            raise ValueError(f'rollout topic image {self.image} must be the first camera\'s topic of '
+                             f'{dict(pairs)} (or left empty)')
+        names = self.image_topics + [t for t in (self.joint_states, self.instruction, self.executed, self.command) if t]
         if len(set(names)) != len(names):
             raise ValueError(f'rollout topics must differ, got {names}')
 
     @property
+    def camera_topics(self) -> Dict[str, str]:
+        """``{camera name: image topic}`` recorded, in order (``{DEFAULT_CAMERA: image}`` without cameras)."""
+        return dict(self.cameras) if self.cameras else {DEFAULT_CAMERA: self.image}
+
+    @property
+    def image_topics(self) -> List[str]:
+        """Every recorded camera topic, in camera order (``[image]`` with one camera)."""
+        return list(self.camera_topics.values())
+
+    @property
     def image_type(self) -> str:
-        """``CompressedImage`` for a topic ending in ``/compressed`` (as policy_node subscribes), else ``Image``."""
-        return COMPRESSED if self.image.rstrip('/').endswith('/compressed') else IMAGE
+        """The message type of ``image`` (:func:`image_type`)."""
+        return image_type(self.image)
 
     def types(self) -> Dict[str, Tuple[str, str]]:
-        """``{topic: (msgtype, QoS kind)}`` of the topics recorded."""
-        out = {self.image: (self.image_type, 'sensor'), self.joint_states: (JOINT_STATE, 'sensor'),
-               self.instruction: (STRING, 'latched'), self.executed: (TRAJECTORY, 'reliable')}
+        """``{topic: (msgtype, QoS kind)}`` of the topics recorded: each camera (its image type,
+        ``sensor``), joint states, instruction, executed command (+ published command)."""
+        out = {t: (image_type(t), 'sensor') for t in self.image_topics}
+        out.update({self.joint_states: (JOINT_STATE, 'sensor'), self.instruction: (STRING, 'latched'),
+                    self.executed: (TRAJECTORY, 'reliable')})
         if self.command:
             out[self.command] = (TRAJECTORY, 'reliable')
         return out

@@ -46,10 +46,55 @@ def test_recording_training_and_deployment_use_the_same_topics():
     # the driver reads what the policy writes and measures what the policy reads
     assert driver['input_topic'] == policy['command_topic']
     assert driver['state_topic'] == policy['joint_states_topic']
-    # the simulated demonstrations (`record`) record the same topics
+    # the simulated demonstrations (`record`) hold the wrist camera too, which this one-camera config does not read
     from vla_training import record
-    if hasattr(record, '_QOS'):
-        assert set(record._QOS) - {'/wrist_camera/image_raw'} == set(recorded)  # sim demos also hold the wrist camera
+    assert set(record._QOS) == set(recorded) | {'/wrist_camera/image_raw'}
+
+
+def two_camera_config(tmp_path, cameras='front=/camera/image_raw,wrist=/wrist_camera/image_raw'):
+    """config/franka.yaml with policy_node.cameras naming the scene and the wrist camera."""
+    raw = yaml.safe_load(FRANKA.read_text())
+    raw['policy_node']['ros__parameters']['cameras'] = cameras
+    path = tmp_path / 'franka_2cam.yaml'
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_two_cameras_are_recorded_as_the_sim_records_them_and_training_reads_them(tmp_path):
+    from vla_training import record
+    path = two_camera_config(tmp_path)
+    topics = RobotTopics.from_params_file(path)
+    assert topics.camera_topics == {'front': '/camera/image_raw', 'wrist': '/wrist_camera/image_raw'}
+    recorded = rr.recorded_topics(topics, rr.RecordRobotConfig.from_params_file(path))
+    assert recorded == ['/camera/image_raw', '/wrist_camera/image_raw'] + RECORDED[1:]
+    # the robot recorder and the sim recorder record the same set of topics, each camera best effort
+    assert set(recorded) == set(record._QOS)
+    qos = rr.qos_overrides(topics)
+    assert list(qos) == ['/camera/image_raw', '/wrist_camera/image_raw', '/joint_states', '/vla/instruction']
+    for cam in ('/camera/image_raw', '/wrist_camera/image_raw'):
+        assert record._QOS[cam] == 'sensor'
+        assert qos[cam] == qos['/joint_states'] == {'history': 'keep_last', 'depth': 5,
+                                                     'reliability': 'best_effort', 'durability': 'volatile'}
+    # training reads both cameras from the same file, under the same names
+    bag_topics = BagTopics.from_robot_config(path)
+    assert bag_topics.cameras() == topics.camera_topics
+    assert set(bag_topics.cameras().values()) | {bag_topics.joint_states, bag_topics.instruction,
+                                                 bag_topics.command} == set(recorded)
+    # the dry run prints both cameras as positional topics and both in the QoS file
+    cmd = rr.record_command(recorded, rr.RecordRobotConfig(), tmp_path / 'rec' / 'episode_0000',
+                            tmp_path / 'rec' / 'qos_overrides.yaml', 'humble')
+    assert cmd[-5:] == recorded and cmd[-6] == 'zstd_fast'
+    assert set(yaml.safe_load(rr.qos_overrides_yaml(topics))) == set(qos)
+
+
+def test_a_camera_order_with_the_wrist_first_records_the_same_set(tmp_path):
+    path = two_camera_config(tmp_path, {'wrist': '/wrist_camera/image_raw', 'front': '/camera/image_raw'})
+    topics = RobotTopics.from_params_file(path)
+    assert topics.image == '/wrist_camera/image_raw'      # the model's first camera
+    recorded = rr.recorded_topics(topics, rr.RecordRobotConfig())
+    assert recorded[:2] == ['/wrist_camera/image_raw', '/camera/image_raw']
+    assert sorted(recorded) == sorted(rr.recorded_topics(RobotTopics.from_params_file(two_camera_config(tmp_path)),
+                                                         rr.RecordRobotConfig()))
 
 
 def test_train_config_takes_topics_or_robot_config_not_both(tmp_path):

@@ -8,6 +8,7 @@ from vla_policy.contracts import ActionChunk
 from vla_policy.rollout_recorder import RolloutRecorder, RolloutTopics, executed_row
 from vla_policy.runtime import PolicyRuntime, RuntimeConfig
 from vla_training import bag_dataset
+from vla_training.bag_dataset import BagTopics
 
 
 T0 = 1_700_000_000.0   # an epoch time, as the node clock gives
@@ -32,13 +33,19 @@ class DriftPolicy:
         pass
 
 
-def _run(tmp_path, ticks, instructions=None, n_action_steps=4):
+FRONT, WRIST = '/camera/image_raw', '/wrist_camera/image_raw'
+TWO_CAMERAS = {'front': FRONT, 'wrist': WRIST}
+
+
+def _run(tmp_path, ticks, instructions=None, n_action_steps=4, cameras=None):
     """Drive a real PolicyRuntime for ``ticks`` control ticks: the arm reaches each executed row one
-    tick later (joint state = the previous tick's executed row); returns what was fed and executed."""
+    tick later (joint state = the previous tick's executed row); returns what was fed and executed.
+    ``cameras`` ``{name: topic}``: the runtime reads (and the recorder records) each; camera ``c``'s
+    image at tick ``i`` is filled with ``i + 100 * c_index``, as policy_node records every camera it reads."""
     types = conv.rosbags_types()
     rt = PolicyRuntime(DriftPolicy(), FRANKA_PANDA, RuntimeConfig(n_obs_steps=1, n_action_steps=n_action_steps,
-                                                                  camera='front'))
-    rec = RolloutRecorder(tmp_path / 'rollouts', RolloutTopics())
+                                                                  camera='front', cameras=cameras or ''))
+    rec = RolloutRecorder(tmp_path / 'rollouts', RolloutTopics(cameras=rt.camera_topics if cameras else ()))
     instructions = instructions or {0: 'reach the red cube'}
     rt.on_instruction(instructions[0])
     rec.start(T0 - 0.05, rt.instruction)
@@ -49,12 +56,12 @@ def _run(tmp_path, ticks, instructions=None, n_action_steps=4):
         if i in instructions and i:
             rt.on_instruction(instructions[i])
             rec.instruction(instructions[i], t - 0.01)
-        img = np.full((24, 32, 3), i, np.uint8)
-        img_msg = conv.numpy_to_image(img, t - 0.02, types)
+        for c, (cam, topic) in enumerate(rt.camera_topics.items()):
+            img_msg = conv.numpy_to_image(np.full((24, 32, 3), i + 100 * c, np.uint8), t - 0.02, types)
+            rt.on_image_msg(img_msg, camera=cam)
+            rec.write(topic, img_msg, t - 0.02)
         js_msg = conv.arrays_to_joint_state(FRANKA_PANDA.joint_names, q, t - 0.01, types)
-        rt.on_image_msg(img_msg)
         rt.on_joint_state_msg(js_msg)
-        rec.write('/camera/image_raw', img_msg, t - 0.02)
         rec.write('/joint_states', js_msg, t - 0.01)
         fed_q.append(q.copy())
         cmd = rt.step(t)
@@ -87,6 +94,42 @@ def test_a_recorded_runtime_run_reads_back_as_a_training_episode(tmp_path):
     # the executed row walks through each chunk: 0, 1, 2, 3, 0, 1, ...
     assert [k for _, k in executed] == [i % 4 for i in range(ticks)]
     assert ep.instructions == ['reach the red cube'] * ticks
+
+
+def test_every_camera_the_runtime_reads_is_recorded_and_reads_back_aligned(tmp_path):
+    ticks = 20
+    path, fed_q, executed, rec = _run(tmp_path, ticks, cameras=TWO_CAMERAS)
+    assert rec.counts[FRONT] == rec.counts[WRIST] == ticks
+    from vla_training.bag_reader import bag_info
+    topics = bag_info(path)['topics']
+    assert topics[FRONT]['type'] == topics[WRIST]['type'] == 'sensor_msgs/msg/Image'
+    ep = bag_dataset.read_episode(path, FRANKA_PANDA, BagTopics(images=TWO_CAMERAS), image_size=None)
+    assert len(ep) == ticks and ep.dropped == 0 and list(ep.camera_images) == ['front', 'wrist']
+    np.testing.assert_array_equal(ep.camera_images['front'][:, 0, 0, 0], np.arange(ticks))
+    np.testing.assert_array_equal(ep.camera_images['wrist'][:, 0, 0, 0], np.arange(ticks) + 100)
+    np.testing.assert_allclose(ep.joint_positions, fed_q.astype(np.float32), atol=1e-6)
+    np.testing.assert_allclose(ep.actions, np.array([r for r, _ in executed]).astype(np.float32), atol=1e-6)
+    # read as a one-camera bag (the first camera), as before several cameras existed
+    one = bag_dataset.read_episode(path, FRANKA_PANDA, image_size=None)
+    np.testing.assert_array_equal(one.images, ep.camera_images['front'])
+
+
+def test_rollout_topics_of_several_cameras():
+    t = RolloutTopics(cameras={'front': FRONT, 'wrist': '/wrist_camera/image_raw/compressed'})
+    assert t.image == FRONT and t.image_topics == [FRONT, '/wrist_camera/image_raw/compressed']
+    assert t.types()['/wrist_camera/image_raw/compressed'] == ('sensor_msgs/msg/CompressedImage', 'sensor')
+    assert t.types()[FRONT] == ('sensor_msgs/msg/Image', 'sensor')
+    assert list(t.types())[:3] == [FRONT, '/wrist_camera/image_raw/compressed', '/joint_states']
+    assert RolloutTopics(cameras=(('wrist', WRIST), ('front', FRONT))).image == WRIST     # the first camera
+    assert RolloutTopics().camera_topics == {'front': FRONT} and RolloutTopics() == RolloutTopics(image=FRONT)
+    with pytest.raises(ValueError, match="image /camera/image_raw must be the first camera's topic"):
+        RolloutTopics(image=FRONT, cameras={'wrist': WRIST, 'front': FRONT})
+    with pytest.raises(ValueError, match="rollout camera 'wrist' topic must be an absolute"):
+        RolloutTopics(cameras={'front': FRONT, 'wrist': 'wrist_camera'})
+    with pytest.raises(ValueError, match='must differ'):
+        RolloutTopics(cameras={'front': FRONT, 'wrist': '/joint_states'})
+    with pytest.raises(ValueError, match=r"name \['front'\] twice"):
+        RolloutTopics(cameras=(('front', FRONT), ('front', WRIST)))
 
 
 def test_each_activation_is_a_new_episode_and_an_instruction_change_is_recorded(tmp_path):

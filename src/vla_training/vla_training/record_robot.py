@@ -10,8 +10,11 @@ on after the episodes already there). Episodes start and stop with Enter in the 
 recording has exactly the topics ``train`` reads (``data.robot_config`` in its YAML) and
 ``policy_node`` subscribes to:
 
-* the camera and the joint states (``policy_node.image_topic`` / ``joint_states_topic``), subscribed
-  best effort (:data:`robot_drivers.qos.SENSOR_DATA`): a best-effort subscription matches reliable
+* every camera and the joint states (``policy_node.image_topic``, or each topic of
+  ``policy_node.cameras`` when set, e.g. the scene and the wrist camera:
+  :attr:`~robot_drivers.robot_config.RobotTopics.camera_topics`; with ``cameras`` "" only
+  ``image_topic`` is recorded, so name every camera there to record a wrist camera;
+  ``joint_states_topic``), subscribed best effort (:data:`robot_drivers.qos.SENSOR_DATA`): a best-effort subscription matches reliable
   and best-effort publishers alike and never stalls a camera driver with retransmissions;
 * the instruction (``policy_node.instruction_topic``), subscribed reliable + transient local, depth 1
   (:data:`robot_drivers.qos.LATCHED`), so each episode's bag starts with the instruction latched
@@ -137,8 +140,9 @@ class RecordRobotConfig:
 
 
 def recorded_topics(topics: RobotTopics, cfg: RecordRobotConfig) -> List[str]:
-    """Topics to record: image, joint states, instruction, controller command (+ policy command)."""
-    out = [topics.image, topics.joint_states, topics.instruction, topics.controller_command]
+    """Topics to record: every camera (:attr:`RobotTopics.camera_topics`, in camera order; one
+    camera: ``image``), joint states, instruction, controller command (+ policy command)."""
+    out = list(topics.image_topics) + [topics.joint_states, topics.instruction, topics.controller_command]
     if cfg.record_policy_command:
         out.append(topics.policy_command)
     return out
@@ -153,11 +157,15 @@ def qos_overrides(topics: RobotTopics) -> Dict[str, Dict[str, Any]]:
     """``{topic: {history, depth, reliability, durability}}`` for ``--qos-profile-overrides-path``.
 
     The schema is rosbag2's (README "Overriding QoS Profiles", Humble and Jazzy): policy short names
-    as ``ros2bag.api.interpret_dict_as_qos_profile`` reads them. Commands are left to rosbag2's
-    adaptive QoS (reliable when every publisher is).
+    as ``ros2bag.api.interpret_dict_as_qos_profile`` reads them. Every camera topic and the joint
+    states get :data:`~robot_drivers.qos.SENSOR_DATA`, the instruction
+    :data:`~robot_drivers.qos.LATCHED`; commands are left to rosbag2's adaptive QoS (reliable when
+    every publisher is).
     """
-    return {topics.image: _qos_entry(SENSOR_DATA), topics.joint_states: _qos_entry(SENSOR_DATA),
-            topics.instruction: _qos_entry(LATCHED)}
+    out = {t: _qos_entry(SENSOR_DATA) for t in topics.image_topics}
+    out[topics.joint_states] = _qos_entry(SENSOR_DATA)
+    out[topics.instruction] = _qos_entry(LATCHED)
+    return out
 
 
 def qos_overrides_yaml(topics: RobotTopics) -> str:

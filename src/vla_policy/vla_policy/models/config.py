@@ -92,8 +92,12 @@ class BackboneConfig:
     octo_pos: str = 'sincos'      # 'sincos' (fixed 2-D) or 'learned' patch position embeddings
     octo_keypoints: int = 0       # spatial-softmax keypoint tokens per image (0 = none)
     octo_patch_tokens: bool = True   # conv-stem cells as tokens; False = keypoint tokens only
+    octo_keypoint_mode: str = 'tokens'   # 'tokens': one per keypoint; 'flat': one token of all K per image
+    octo_kp_freqs: int = 0        # sin/cos frequencies added to each keypoint's (x, y); 0 = raw coordinates
     octo_state_token: bool = False   # add a proprio token per observation step (Octo's optional proprio)
     octo_readouts: int = 1        # learned readout tokens per step (Octo: 1 per action head)
+    octo_readout_pool: str = 'mean'   # 'mean' (Octo) or 'concat' (B, R*D): R separate attention pools
+    octo_obs_skip: bool = False   # also output the mean image token entering the trunk (a skip past it)
     # --- end octo ---
 
     def __post_init__(self) -> None:
@@ -151,6 +155,12 @@ class BackboneConfig:
             if self.octo_dim < 4 or self.octo_dim % 4 or self.octo_dim % self.octo_heads:
                 raise ValueError(f'backbone.octo_dim ({self.octo_dim}) must be a multiple of 4 and of '
                                  f'octo_heads ({self.octo_heads})')
+            if self.octo_kp_freqs < 0:
+                raise ValueError(f'backbone.octo_kp_freqs must be >= 0, got {self.octo_kp_freqs}')
+            if self.octo_keypoint_mode not in ('tokens', 'flat'):
+                raise ValueError(f"backbone.octo_keypoint_mode must be 'tokens' or 'flat', got {self.octo_keypoint_mode!r}")
+            if self.octo_readout_pool not in ('mean', 'concat'):
+                raise ValueError(f"backbone.octo_readout_pool must be 'mean' or 'concat', got {self.octo_readout_pool!r}")
             if self.octo_pos not in ('sincos', 'learned'):
                 raise ValueError(f"backbone.octo_pos must be 'sincos' or 'learned', got {self.octo_pos!r}")
             if self.octo_layers < 1 or self.octo_readouts < 1 or self.octo_keypoints < 0 or self.octo_mlp_ratio <= 0:

@@ -5,17 +5,24 @@ Token sequence (Octo section 3.1 / ``octo/model/octo_transformer.py``), width ``
 
     [task: instruction word tokens (L)]
     for each observation step t = 0..T_obs-1:
-        [obs_t: conv-stem patch tokens of each camera (C * h * w) (+ 1 proprio token if octo_state_token)]
+        [obs_t: per camera: conv-stem cell tokens (h * w, octo_patch_tokens) + keypoint tokens
+                (octo_keypoints, octo_keypoint_mode); then 1 proprio token if octo_state_token]
         [readout_t: octo_readouts learned readout tokens]
 
 * Image tokenizer: a small conv stem (Octo's ``SmallStem``: strided convs, then the feature map's
   cells are the tokens) made of ``film_cnn``'s blocks: [3x3 conv stride s, 3x3 conv, GroupNorm, ReLU].
   With ``octo_stem_film`` each block is FiLM-conditioned on the instruction (Perez et al. 2018; RT-1,
-  Brohan et al. 2022; Octo conditions its stem on language too in its "FiLM-ed" variants, section 3.1).
+  Brohan et al. 2022; Octo's ``ImageTokenizer`` offers the same through its ``task_film_keys`` option).
   A 1x1 conv projects to D; 2-D sine-cosine position embeddings (``octo_pos: sincos``, MAE / ViT style)
   or learned ones (``learned``, Octo) are added, plus a learned per-camera and per-step embedding.
 * ``octo_keypoints`` > 0 adds spatial-softmax keypoint tokens per image (Levine et al. 2016): K expected
-  (x, y) coordinates of K learned heat maps, each (x, y) pair linearly embedded as one token.
+  (x, y) coordinates of K learned heat maps (features: :func:`fourier_features`, raw (x, y) with
+  ``octo_kp_freqs: 0``). ``octo_keypoint_mode: tokens``: one token per keypoint, Linear(features) + a
+  learned identity; ``flat``: one token per image, Linear(all K keypoints' features) (Octo's tokenizer for
+  low-dimensional observations). ``octo_patch_tokens: false`` drops the h*w cell tokens. Flat raw keypoints
+  without cell tokens is the variant that learns the demo task on a CPU (``config/models/octo.yaml``).
+* ``octo_state_token``: one proprio token per step (Octo's optional proprio tokenizer), Linear(state).
+* ``octo_obs_skip``: the output also carries the mean image token entering the trunk (a skip past it).
 * Block-wise attention (Octo's ``AttentionRule``): task tokens attend to task tokens; observation tokens
   of step t attend to task tokens and observation tokens of steps <= t; readout tokens of step t attend
   to task tokens, observation tokens of steps <= t and readout tokens of steps <= t. Observation and
@@ -23,7 +30,8 @@ Token sequence (Octo section 3.1 / ``octo/model/octo_transformer.py``), width ``
   instruction tokens are never attended to.
 * Pre-LayerNorm transformer blocks (``octo_layers`` x [MHSA, MLP with ratio ``octo_mlp_ratio``]).
 * Output: the mean of the newest step's readout tokens after a final LayerNorm, ``(B, D)``
-  (Octo's heads mean-pool the readout tokens).
+  (Octo's heads mean-pool the readout tokens), or with ``octo_readout_pool: concat`` the R readouts
+  side by side, ``(B, R * D)``.
 
 The action head (``mlp``, ``flow``, ``diffusion``) is separate, as in Octo. No pretrained weights: the
 trunk is trained from scratch as Octo is.
@@ -65,15 +73,15 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
 
 
 def fourier_features(xy: torch.Tensor, n_freqs: int) -> torch.Tensor:
-    """Coordinates (..., 2) in [-1, 1] -> (..., 4 * n_freqs): sin and cos of pi * 2^k * coord, k < n_freqs.
-
-    Random-Fourier-style features (Tancik et al. 2020, "Fourier Features Let Networks Learn High
-    Frequency Functions"): every output has unit scale, so the LayerNorm in front of each attention
-    layer cannot erase a coordinate's magnitude as it would for a plain linear embedding of (x, y).
+    """Coordinates (..., 2) in [-1, 1] -> (..., 2 + 4 * n_freqs): the coordinates, then sin and cos of
+    pi * 2^k * coord for k < n_freqs (NeRF / Tancik et al. 2020 positional encoding; n_freqs = 0 keeps
+    the raw coordinates only, as film_cnn's keypoint MLP sees them).
     """
+    if n_freqs == 0:
+        return xy
     f = math.pi * (2.0 ** torch.arange(n_freqs, dtype=xy.dtype, device=xy.device))  # (F,)
     ang = (xy[..., None] * f).flatten(-2)  # (..., 2F)
-    return torch.cat([ang.sin(), ang.cos()], dim=-1)
+    return torch.cat([xy, ang.sin(), ang.cos()], dim=-1)
 
 
 def octo_attention_mask(kinds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -170,12 +178,17 @@ class OctoBackbone(nn.Module):
         else:
             self.pos = nn.Parameter(torch.randn(self.grid * self.grid, d) * 0.02)
         self.n_keypoints = int(b.octo_keypoints)
-        self.kp_freqs = 8
+        self.kp_flat = False
+        self.kp_freqs = int(b.octo_kp_freqs)
         if self.n_keypoints:
             self.kp_maps = nn.Conv2d(chans[-1], self.n_keypoints, 1)
             self.kp_softmax = SpatialSoftmax()
-            self.kp_embed = nn.Linear(4 * self.kp_freqs, d)
-            self.kp_id = nn.Parameter(torch.randn(self.n_keypoints, d) * 0.02)
+            self.kp_flat = b.octo_keypoint_mode == 'flat'
+            self.kp_embed = nn.Linear((2 + 4 * self.kp_freqs) * (self.n_keypoints if self.kp_flat else 1), d)
+            # unit-scale identities: keypoint tokens must be told apart from the first step (a 0.02 init
+            # leaves them an unordered set of points whose identities are learned slowly)
+            if not self.kp_flat:
+                self.kp_id = nn.Parameter(torch.randn(self.n_keypoints, d))
         self.camera_emb = nn.Parameter(torch.zeros(self.n_cameras, d))
         self.step_emb = nn.Parameter(torch.zeros(self.n_steps, d))
         self.lang_pos = nn.Parameter(torch.randn(cfg.max_tokens, d) * 0.02)
@@ -189,8 +202,11 @@ class OctoBackbone(nn.Module):
         self.blocks = nn.ModuleList(_TransformerBlock(d, b.octo_heads, b.octo_mlp_ratio, b.octo_dropout)
                                     for _ in range(b.octo_layers))
         self.norm = nn.LayerNorm(d)
-        self.out_dim = d
-        self.per_image = self.grid * self.grid * int(self.patch_tokens) + self.n_keypoints
+        self.pool = b.octo_readout_pool
+        self.obs_skip = bool(b.octo_obs_skip)
+        self.out_dim = d * (self.n_readouts if self.pool == 'concat' else 1) + (d if self.obs_skip else 0)
+        self.n_kp_tokens = (1 if self.kp_flat else self.n_keypoints) if self.n_keypoints else 0
+        self.per_image = self.grid * self.grid * int(self.patch_tokens) + self.n_kp_tokens
         self.per_step_obs = self.n_cameras * self.per_image + int(self.use_state_token)
         # Static part of the layout (after the L task tokens): kinds and steps per position.
         kinds, steps = [], []
@@ -226,7 +242,11 @@ class OctoBackbone(nn.Module):
             toks.append(self.patch_proj(x).flatten(2).transpose(1, 2) + self.pos)  # (B*T, h*w, D)
         if self.n_keypoints:
             kp = self.kp_softmax(self.kp_maps(x)).reshape(bsz * t, self.n_keypoints, 2)
-            toks.append(self.kp_embed(fourier_features(kp, self.kp_freqs)) + self.kp_id)  # (B*T, K, D)
+            f = fourier_features(kp, self.kp_freqs)  # (B*T, K, 4F)
+            if self.kp_flat:   # one token of all K keypoints (Octo's low-dimensional observation tokenizer)
+                toks.append(self.kp_embed(f.reshape(bsz * t, 1, -1)))  # (B*T, 1, D)
+            else:
+                toks.append(self.kp_embed(f) + self.kp_id)  # (B*T, K, D)
         tok = torch.cat(toks, dim=1)
         tok = tok.reshape(bsz, self.n_steps, self.n_cameras, self.per_image, -1)
         tok = tok + self.camera_emb[None, None, :, None] + self.step_emb[None, :, None, None]
@@ -239,6 +259,11 @@ class OctoBackbone(nn.Module):
         Raises:
             ValueError: wrong image count, token length above ``max_tokens``, or missing state.
         """
+        h, kinds, _ = self._encode(images, token_ids, attention_mask, state)
+        return h, kinds
+
+    def _encode(self, images, token_ids, attention_mask, state):
+        """(hidden (B, N, D), kinds (N,), newest step's mean input image token (B, D))."""
         bsz, t = images.shape[:2]
         if t != self.n_images:
             raise ValueError(f'octo expects {self.n_images} images per sample, got {t}')
@@ -267,10 +292,14 @@ class OctoBackbone(nn.Module):
         allowed = allowed[:, None]  # (B, 1, N, N)
         for blk in self.blocks:
             x = blk(x, allowed)
-        return self.norm(x), kinds
+        return self.norm(x), kinds, img[:, -1].mean(dim=1)
 
     def forward(self, images: torch.Tensor, token_ids: torch.Tensor, attention_mask: torch.Tensor,
                 state: Optional[torch.Tensor] = None) -> torch.Tensor:
         """images (B, T_img, 3, S, S) in [0, 1], token_ids/attention_mask (B, L), state (B, T_obs, S) -> (B, D)."""
-        h, _ = self.tokens(images, token_ids, attention_mask, state)
-        return h[:, -self.n_readouts:].mean(dim=1)  # newest step's readouts
+        h, _, obs_in = self._encode(images, token_ids, attention_mask, state)
+        r = h[:, -self.n_readouts:]  # newest step's readouts (B, R, D)
+        out = r.reshape(r.shape[0], -1) if self.pool == 'concat' else r.mean(dim=1)
+        if self.obs_skip:
+            out = torch.cat([out, obs_in], dim=-1)
+        return out
