@@ -144,8 +144,26 @@ def parse_cameras(value: Any, where: str = 'cameras') -> Dict[str, str]:
     return out
 
 
+class CameraTopics:
+    """Camera accessors of a topic set with ``cameras`` (``((name, topic), ...)``, ``()`` = one camera) and
+    ``image`` (the first camera's topic): :class:`RobotTopics`, ``vla_policy.rollout_recorder.RolloutTopics``."""
+
+    cameras: Tuple[Tuple[str, str], ...]
+    image: str
+
+    @property
+    def camera_topics(self) -> Dict[str, str]:
+        """``{camera name: image topic}`` of every camera, in order (``{DEFAULT_CAMERA: image}`` without cameras)."""
+        return dict(self.cameras) if self.cameras else {DEFAULT_CAMERA: self.image}
+
+    @property
+    def image_topics(self) -> List[str]:
+        """Every camera's topic, in camera order (``[image]`` with one camera)."""
+        return list(self.camera_topics.values())
+
+
 @dataclass(frozen=True)
-class RobotTopics:
+class RobotTopics(CameraTopics):
     """The topics of one robot (absolute names). See the module docstring for their sources.
 
     ``cameras``: every camera as ``((name, topic), ...)`` in the model's order (a mapping is
@@ -169,16 +187,6 @@ class RobotTopics:
         object.__setattr__(self, 'cameras', tuple(cams.items()))
         if cams and self.image != next(iter(cams.values())):
             raise ValueError(f'RobotTopics: image {self.image} must be the first camera\'s topic of {cams}')
-
-    @property
-    def camera_topics(self) -> Dict[str, str]:
-        """``{camera name: image topic}`` of every camera, in order (``{DEFAULT_CAMERA: image}`` without cameras)."""
-        return dict(self.cameras) if self.cameras else {DEFAULT_CAMERA: self.image}
-
-    @property
-    def image_topics(self) -> List[str]:
-        """Every camera's topic, in camera order (``[image]`` with one camera)."""
-        return list(self.camera_topics.values())
 
     @classmethod
     def from_params_file(cls, path: PathLike) -> 'RobotTopics':

@@ -44,11 +44,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from robot_drivers.bag_writer import STORAGES, EpisodeBagWriter
+from robot_drivers.robot_config import DEFAULT_CAMERA, CameraTopics   # DEFAULT_CAMERA: the models' camera_names default
 
 __all__ = ['RolloutTopics', 'RolloutRecorder', 'executed_row', 'image_type', 'EPISODE_PREFIX', 'DEFAULT_CAMERA',
            'DEFAULT_IMAGE_TOPIC']
@@ -61,8 +62,6 @@ JOINT_STATE = 'sensor_msgs/msg/JointState'
 STRING = 'std_msgs/msg/String'
 TRAJECTORY = 'trajectory_msgs/msg/JointTrajectory'
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
-#: camera name of ``image`` when no ``cameras`` are given (the models' ``camera_names`` default)
-DEFAULT_CAMERA = 'front'
 
 
 def image_type(topic: str) -> str:
@@ -71,7 +70,7 @@ def image_type(topic: str) -> str:
 
 
 @dataclass(frozen=True)
-class RolloutTopics:
+class RolloutTopics(CameraTopics):
     """Topic names of a rollout bag (absolute names; see the module docstring's table).
 
     ``cameras``: every camera the runtime reads, ``{name: image topic}`` in its order
@@ -122,16 +121,6 @@ class RolloutTopics:
         names = self.image_topics + [t for t in (self.joint_states, self.instruction, self.executed, self.command) if t]
         if len(set(names)) != len(names):
             raise ValueError(f'rollout topics must differ, got {names}')
-
-    @property
-    def camera_topics(self) -> Dict[str, str]:
-        """``{camera name: image topic}`` recorded, in order (``{DEFAULT_CAMERA: image}`` without cameras)."""
-        return dict(self.cameras) if self.cameras else {DEFAULT_CAMERA: self.image}
-
-    @property
-    def image_topics(self) -> List[str]:
-        """Every recorded camera topic, in camera order (``[image]`` with one camera)."""
-        return list(self.camera_topics.values())
 
     @property
     def image_type(self) -> str:

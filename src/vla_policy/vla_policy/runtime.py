@@ -44,6 +44,7 @@ import numpy as np
 
 from robot_drivers import conversions as conv
 from robot_drivers.embodiment import Embodiment
+from robot_drivers.robot_config import parse_cameras
 from vla_policy.contracts import Observation, Policy, PolicyUnavailable
 from vla_policy.handover import (AGGREGATE_FUNCTIONS, BLEND_SHAPES, HANDOVER_MODES, PREFIX_SCHEDULES, Handover,
                                  delay_rows)
@@ -174,21 +175,7 @@ class RuntimeConfig:
         Raises:
             ValueError: a pair that is not ``name=/topic``, or a camera or topic given twice.
         """
-        if not self.cameras.strip():
-            return {self.camera: DEFAULT_IMAGE_TOPIC}
-        out: Dict[str, str] = {}
-        for pair in self.cameras.split(','):
-            name, sep, topic = (x.strip() for x in pair.partition('='))
-            if not sep or not name or not topic.startswith('/'):
-                raise ValueError(f'cameras must be name=/topic pairs separated by commas (e.g. '
-                                 f'"front=/camera/image_raw,wrist=/wrist_camera/image_raw"), got {pair.strip()!r} '
-                                 f'in {self.cameras!r}')
-            if name in out:
-                raise ValueError(f'cameras names camera {name!r} twice: {self.cameras!r}')
-            if topic in out.values():
-                raise ValueError(f'cameras gives the topic {topic} to two cameras: {self.cameras!r}')
-            out[name] = topic
-        return out
+        return parse_cameras(self.cameras, 'cameras') or {self.camera: DEFAULT_IMAGE_TOPIC}
 
     @property
     def camera_names(self) -> Tuple[str, ...]:

@@ -191,9 +191,8 @@ class BagTopics:
         """
         from robot_drivers.robot_config import RobotTopics
         rt = RobotTopics.from_params_file(path)
-        images = _policy_node_cameras(path)
-        if images is not None:
-            return cls(images=images, joint_states=rt.joint_states, instruction=rt.instruction,
+        if rt.cameras:
+            return cls(images=dict(rt.cameras), joint_states=rt.joint_states, instruction=rt.instruction,
                        command=rt.controller_command)
         return cls(image=rt.image, joint_states=rt.joint_states, instruction=rt.instruction,
                    command=rt.controller_command)
@@ -253,29 +252,6 @@ class BagStamps:
 
     def __getitem__(self, role: str) -> TopicSeries:
         return self.series[role]
-
-
-def _policy_node_cameras(path: PathLike) -> Optional[Dict[str, str]]:
-    """``policy_node.cameras`` of a robot parameter file as ``{name: topic}``; None when unset or empty.
-
-    Raises:
-        ValueError: a value that is not ``name=/topic`` pairs separated by commas (file named).
-    """
-    import yaml
-    with open(path, encoding='utf8') as f:
-        doc = yaml.safe_load(f) or {}
-    params = ((doc.get('policy_node') or {}).get('ros__parameters') or {})
-    text = str(params.get('cameras', '') or '').strip()
-    if not text:
-        return None
-    out: Dict[str, str] = {}
-    for pair in text.split(','):
-        name, sep, topic = (x.strip() for x in pair.partition('='))
-        if not sep or not name or not topic.startswith('/'):
-            raise ValueError(f'{path}: policy_node.cameras must be name=/topic pairs separated by commas, '
-                             f'got {pair.strip()!r}')
-        out[name] = topic
-    return out
 
 
 # ----------------------------------------------------------------------------- bag access

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..registry import register_head
+from .flow import gaussian_chunk, head_context
 from .losses import masked_mean
 
 __all__ = ['DiffusionHead', 'timestep_embedding']
@@ -184,14 +185,7 @@ class DiffusionHead(nn.Module):
             raise ValueError(f"diffusion head: head.diffusion_net must be 'mlp' or 'dit', got {h.diffusion_net!r}")
 
     def _context(self, feature: torch.Tensor, state: Optional[torch.Tensor]) -> torch.Tensor:
-        if feature.ndim != 2:
-            raise ValueError(f'diffusion head takes a (B, D) feature (sequence_input=False), '
-                             f'got {tuple(feature.shape)}')
-        if self.use_state:
-            if state is None:
-                raise ValueError('diffusion head configured with use_state but no state given')
-            return torch.cat([feature, state], dim=-1)  # (B, D+S)
-        return feature  # (B, D)
+        return head_context(feature, state, self.use_state, 'diffusion')  # (B, D[+S])
 
     def predict_noise(self, x: torch.Tensor, t: Union[int, torch.Tensor], feature: torch.Tensor,
                       state: Optional[torch.Tensor] = None, obs: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -214,10 +208,8 @@ class DiffusionHead(nn.Module):
 
     def initial_noise(self, batch: int, device: Union[str, torch.device],
                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``x_T ~ N(0, I)`` of shape (batch, H, A), from ``generator`` when given (drawn on its device)."""
-        gdev = generator.device if generator is not None else device
-        eps = torch.randn(batch, self.horizon, self.action_dim, generator=generator, device=gdev)
-        return eps.to(device)
+        """``x_T ~ N(0, I)`` of shape (batch, H, A) (:func:`~.flow.gaussian_chunk`)."""
+        return gaussian_chunk(batch, self.horizon, self.action_dim, device, generator)
 
     def forward(self, feature: torch.Tensor, state: Optional[torch.Tensor] = None, *,
                 noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,

@@ -90,6 +90,32 @@ def euler_integrate(velocity: VelocityFn, noise: torch.Tensor, num_steps: int) -
     return x
 
 
+def head_context(feature: torch.Tensor, state: Optional[torch.Tensor], use_state: bool,
+                 head: str) -> torch.Tensor:
+    """The conditioning of a generative head: ``feature`` (B, D), with ``state`` (B, S) appended when
+    ``use_state`` -> (B, D[+S]).
+
+    Raises:
+        ValueError: ``feature`` not 2-D (these heads take one fused feature per sample), or
+            ``use_state`` without a state; both name ``head``.
+    """
+    if feature.ndim != 2:
+        raise ValueError(f'{head} head takes a (B, D) feature (sequence_input=False), got {tuple(feature.shape)}')
+    if use_state:
+        if state is None:
+            raise ValueError(f'{head} head configured with use_state but no state given')
+        return torch.cat([feature, state], dim=-1)  # (B, D+S)
+    return feature  # (B, D)
+
+
+def gaussian_chunk(batch: int, horizon: int, action_dim: int, device: Union[str, torch.device],
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``N(0, I)`` noise of shape (batch, horizon, action_dim) on ``device``, drawn from ``generator`` on
+    the generator's own device when given (so a CPU generator reproduces the same chunk on any device)."""
+    gdev = generator.device if generator is not None else device
+    return torch.randn(batch, horizon, action_dim, generator=generator, device=gdev).to(device)
+
+
 class _Block(nn.Module):
     """Pre-LayerNorm residual MLP block with an additive condition: ``h + W2 gelu(W1 ln(h) + U c)``."""
 
@@ -135,11 +161,7 @@ class FlowHead(nn.Module):
         self.out = nn.Linear(h.hidden, flat)
 
     def _context(self, feature: torch.Tensor, state: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.use_state:
-            if state is None:
-                raise ValueError('flow head configured with use_state but no state given')
-            return torch.cat([feature, state], dim=-1)  # (B, D+S)
-        return feature  # (B, D)
+        return head_context(feature, state, self.use_state, 'flow')  # (B, D[+S])
 
     def velocity(self, x: torch.Tensor, tau: Union[float, torch.Tensor], feature: torch.Tensor,
                  state: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -162,10 +184,8 @@ class FlowHead(nn.Module):
 
     def initial_noise(self, batch: int, device: Union[str, torch.device],
                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``eps ~ N(0, I)`` of shape (batch, H, A), from ``generator`` when given (drawn on its device)."""
-        gdev = generator.device if generator is not None else device
-        eps = torch.randn(batch, self.horizon, self.action_dim, generator=generator, device=gdev)
-        return eps.to(device)
+        """``eps ~ N(0, I)`` of shape (batch, H, A) (:func:`gaussian_chunk`)."""
+        return gaussian_chunk(batch, self.horizon, self.action_dim, device, generator)
 
     def forward(self, feature: torch.Tensor, state: Optional[torch.Tensor] = None, *,
                 noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,

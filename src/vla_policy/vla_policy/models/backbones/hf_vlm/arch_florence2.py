@@ -113,14 +113,6 @@ class Florence2Backbone(VLMBackbone):
 
     # ------------------------------------------------------------------ parts
     @property
-    def vision_tower(self) -> nn.Module:
-        return self.model.vision_tower
-
-    @property
-    def projector(self) -> nn.Module:
-        return self.model.multi_modal_projector
-
-    @property
     def text_tower(self) -> nn.Module:
         """The BART encoder-decoder (``BartModel``, no LM head)."""
         return self.model.language_model

@@ -99,19 +99,7 @@ class _LlavaFamily(VLMBackbone):
         drop = 1 if self.model.config.vision_feature_select_strategy == 'default' else 0
         return self._side() ** 2 + cls_token - drop
 
-    # ------------------------------------------------------------------ parts
-    @property
-    def vision_tower(self) -> nn.Module:
-        return self.model.vision_tower
-
-    @property
-    def projector(self) -> nn.Module:
-        return self.model.multi_modal_projector
-
-    @property
-    def text_tower(self) -> nn.Module:
-        return self.model.language_model
-
+    # parts: vision_tower / multi_modal_projector / language_model, the base class's defaults
     # ------------------------------------------------------------------ compute
     def _projected(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(M, 3, S, S) normalised -> projected ViT features (M, base tokens, D)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
 from .base import VLMBackbone, register_hf_arch
 
@@ -45,18 +44,6 @@ class PaliGemmaBackbone(VLMBackbone):
 
     def compute_image_tokens(self, size: int) -> int:
         return (size // self.model.config.vision_config.patch_size) ** 2
-
-    @property
-    def vision_tower(self) -> nn.Module:
-        return self.model.vision_tower
-
-    @property
-    def projector(self) -> nn.Module:
-        return self.model.multi_modal_projector
-
-    @property
-    def text_tower(self) -> nn.Module:
-        return self.model.language_model
 
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values).pooler_output  # (M, P, D)

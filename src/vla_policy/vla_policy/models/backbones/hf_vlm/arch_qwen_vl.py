@@ -78,6 +78,13 @@ class _QwenVLBase(VLMBackbone):
     pixel_std = _CLIP_STD
 
     @classmethod
+    def _special_tokens(cls, vocab_size: int) -> dict:
+        """The four vision special ids just past the tokenizer's vocabulary (image, video, vision start / end),
+        untied LM head: the tiny configs' top-level keys."""
+        return dict(image_token_id=vocab_size, video_token_id=vocab_size + 1, vision_start_token_id=vocab_size + 2,
+                    vision_end_token_id=vocab_size + 3, tie_word_embeddings=False)
+
+    @classmethod
     def _text_config(cls, b, vocab_size: int, model_type: str, **extra) -> dict:
         head_dim = b.text_hidden // b.num_heads
         return dict(model_type=model_type, vocab_size=vocab_size, hidden_size=b.text_hidden,
@@ -218,9 +225,7 @@ class Qwen2VLBackbone(_QwenVLBase):
                       num_heads=b.num_heads, patch_size=b.patch_size, spatial_merge_size=b.scale_factor,
                       temporal_patch_size=2)
         return Qwen2VLConfig(vision_config=vision, text_config=cls._text_config(b, vocab_size, 'qwen2_vl_text'),
-                             image_token_id=vocab_size, video_token_id=vocab_size + 1,
-                             vision_start_token_id=vocab_size + 2, vision_end_token_id=vocab_size + 3,
-                             tie_word_embeddings=False)
+                             **cls._special_tokens(vocab_size))
 
 
 @register_hf_arch('qwen2_5_vl')
@@ -238,9 +243,7 @@ class Qwen2_5_VLBackbone(_QwenVLBase):
                       fullatt_block_indexes=[b.vision_layers - 1])
         return Qwen2_5_VLConfig(vision_config=vision,
                                 text_config=cls._text_config(b, vocab_size, 'qwen2_5_vl_text'),
-                                image_token_id=vocab_size, video_token_id=vocab_size + 1,
-                                vision_start_token_id=vocab_size + 2, vision_end_token_id=vocab_size + 3,
-                                tie_word_embeddings=False)
+                                **cls._special_tokens(vocab_size))
 
 
 @register_hf_arch('qwen3_vl')
@@ -261,6 +264,4 @@ class Qwen3VLBackbone(_QwenVLBase):
                       deepstack_visual_indexes=[0])
         text = cls._text_config(b, vocab_size, 'qwen3_vl_text', head_dim=b.text_hidden // b.num_heads,
                                 rope_extra=dict(mrope_interleaved=True))
-        return Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=vocab_size,
-                             video_token_id=vocab_size + 1, vision_start_token_id=vocab_size + 2,
-                             vision_end_token_id=vocab_size + 3, tie_word_embeddings=False)
+        return Qwen3VLConfig(vision_config=vision, text_config=text, **cls._special_tokens(vocab_size))

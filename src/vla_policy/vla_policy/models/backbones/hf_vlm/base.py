@@ -197,20 +197,22 @@ class VLMBackbone(nn.Module):
         """Token embedding table (``get_input_embeddings``), (vocab, D)."""
         return self.model.get_input_embeddings()
 
+    # The three parts default to the attribute names transformers' LLaVA-family ``*Model`` classes share
+    # (LLaVA, PaliGemma, Florence-2); an architecture with other names overrides them.
     @property
     def vision_tower(self) -> nn.Module:
-        """Arch hook: the vision encoder."""
-        raise NotImplementedError
+        """Arch hook: the vision encoder (default ``model.vision_tower``)."""
+        return self.model.vision_tower
 
     @property
     def projector(self) -> nn.Module:
-        """Arch hook: vision -> LM width projector / connector."""
-        raise NotImplementedError
+        """Arch hook: vision -> LM width projector / connector (default ``model.multi_modal_projector``)."""
+        return self.model.multi_modal_projector
 
     @property
     def text_tower(self) -> nn.Module:
-        """Arch hook: the language model decoder stack (no LM head)."""
-        raise NotImplementedError
+        """Arch hook: the language model decoder stack, no LM head (default ``model.language_model``)."""
+        return self.model.language_model
 
     def text_layers(self) -> nn.ModuleList:
         """The decoder layers of :attr:`text_tower` (``freeze_text_layers`` freezes the first N)."""
