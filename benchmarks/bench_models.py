@@ -16,7 +16,8 @@ RoboVLMs' comparison table for this workspace, on 2 CPU cores:
 Writes ``benchmarks/results/model_zoo.json`` (a list, one row per preset: preset, backbone, structure,
 head, parameters, cpu_ms_per_chunk, train_minutes, reach, pick, plus details) and the Markdown table
 between the ``model-zoo`` markers of ``benchmarks/README.md``. Everything the run makes goes under
-``--output``; result files are replaced atomically at the end.
+``--output``; result files are replaced atomically at the end. Rows of presets a run did not train
+(``--presets`` a subset) are kept from the existing results file, each with its own run details.
 """
 from __future__ import annotations
 
@@ -127,6 +128,18 @@ def _write_readme_table(readme: pathlib.Path, table: str) -> None:
     os.replace(tmp, readme)
 
 
+def _merge_previous(rows: List[Dict[str, object]], results: str) -> List[Dict[str, object]]:
+    """``rows`` plus the rows of ``results`` (an earlier run) for presets this run did not train, each
+    keeping its own ``details.run``; ordered as :data:`DEFAULT_PRESETS`, other presets after them."""
+    path = pathlib.Path(results)
+    if not path.is_file():
+        return rows
+    ran = {r['preset'] for r in rows}
+    kept = [r for r in json.loads(path.read_text(encoding='utf-8')) if r.get('preset') not in ran]
+    order = {name: i for i, name in enumerate(DEFAULT_PRESETS)}
+    return sorted(rows + kept, key=lambda r: order.get(r['preset'], len(order)))
+
+
 def parse_preset_configs(text: str) -> Dict[str, str]:
     """``'octo=config/train_franka.yaml,...'`` -> ``{'octo': '<root>/config/train_franka.yaml'}``.
 
@@ -210,6 +223,7 @@ def run(presets: Sequence[str], output: str, episodes: int, eval_episodes: int, 
             'robot_config': os.path.relpath(config, ROOT) if os.path.isabs(config) else config}
     for r in rows:
         r['details']['run'] = meta
+    rows = _merge_previous(rows, results)
     pathlib.Path(results).parent.mkdir(parents=True, exist_ok=True)
     write_json(results, rows)
     table = format_table(rows, eval_episodes, cpu)
@@ -231,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help='robot training YAML the presets are overlaid on')
     p.add_argument('--preset-config', default='octo=config/train_franka.yaml',
                    help='NAME=YAML,...: presets trained on another robot YAML than --config (same demos); octo '
-                        'uses the scene camera only, its 2-camera variant reached 5 %% reach')
+                        'uses the scene camera only, with both cameras an earlier recipe reached 5 %% reach')
     p.add_argument('--seeds', default='1,2',
                    help='extra training seeds for the first preset of --presets (its spread over seeds)')
     p.add_argument('--steps', type=int, default=None, help='override every preset\'s train.steps')

@@ -107,6 +107,28 @@ def test_keypoint_only_tokens(tok, mode, per_image):
     assert not torch.allclose(model(b), model(moved), atol=1e-5)
 
 
+def test_obs_skip_carries_the_observation_token_past_the_trunk(tok):
+    cfg = tiny_cfg(tok.vocab_size, octo_keypoints=3, octo_patch_tokens=False, octo_keypoint_mode='flat',
+                   octo_obs_skip=True)
+    torch.manual_seed(0)
+    model = VLA(cfg).eval()
+    b = cube_batch(tok, cfg, 2, seed=4)
+    bb = model.backbone
+    with torch.no_grad():
+        out = bb(b['images'], b['token_ids'], b['attention_mask'], b['state'])  # (B, 2D): readout | obs token
+        d = cfg.backbone.octo_dim
+        assert out.shape == (2, 2 * d) and bb.out_dim == 2 * d
+        for prm in bb.blocks.parameters():       # another trunk: the readout half moves, the skip half does not
+            prm.add_(0.1 * torch.randn_like(prm))
+        out2 = bb(b['images'], b['token_ids'], b['attention_mask'], b['state'])
+    assert torch.equal(out[:, d:], out2[:, d:])
+    assert not torch.allclose(out[:, :d], out2[:, :d], atol=1e-4)
+    moved = dict(b, images=b['images'].flip(-1))  # the skip half is the image token: it sees the scene
+    with torch.no_grad():
+        out3 = bb(moved['images'], b['token_ids'], b['attention_mask'], b['state'])
+    assert not torch.allclose(out2[:, d:], out3[:, d:], atol=1e-4)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match='octo_dim'):
         BackboneConfig(name='octo', octo_dim=30, octo_heads=4)
