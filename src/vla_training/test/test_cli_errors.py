@@ -133,6 +133,16 @@ def test_train_steps_below_warmup(tmp_path, capsys):
     assert cfg in line and 'steps=10' in line and 'warmup_steps (20)' in line
 
 
+def test_train_chunk_longer_than_every_episode(tmp_path, capsys):
+    # the sample bag is 4 s: 40 ticks at the Franka's 10 Hz; a 64-step chunk would be all end padding
+    cfg = write_yaml(tmp_path / 'cfg.yaml', 'model:\n  chunk: {chunk_size: 64, n_action_steps: 8}\ndata:\n  action_from_state: [panda_finger_joint1]\n')
+    rc, lines = call(train_cli.main, ['--bags', str(BAG), '--config', cfg, '--no-progress', '--steps', '200'], capsys)
+    assert rc == 1
+    line = one_line(lines, 'train')
+    assert 'model.chunk.chunk_size (64) is longer than the longest episode' in line, line
+    assert str(BAG) in line and 'chunk_size <= ' in line
+
+
 def test_train_usage_errors(capsys):
     rc, lines = call(train_cli.main, ['--bags', str(BAG), '--steps', '0'], capsys)
     assert rc == 2

@@ -34,7 +34,7 @@ from vla_policy.transforms import to_delta
 from .bag_dataset import chunk_targets
 from .bag_reader import DEFAULT_CAMERA
 
-__all__ = ['TrainConfig', 'TrainResult', 'build_arrays', 'compute_stats', 'split_episodes', 'train',
+__all__ = ['TrainConfig', 'TrainResult', 'build_arrays', 'check_horizon', 'compute_stats', 'split_episodes', 'train',
            'random_shift']
 
 
@@ -141,6 +141,22 @@ def _check_episode(i: int, ep, cfg: VLAConfig) -> None:
             raise ValueError(f'{name}: {k} contains NaN/Inf')
 
 
+def check_horizon(cfg: VLAConfig, lengths: Sequence[Tuple[int, Any]]) -> None:
+    """Refuse a chunk longer than every episode: each target would be mostly end padding.
+
+    ``lengths``: ``(ticks, source)`` per episode.
+
+    Raises:
+        ValueError: ``chunk.chunk_size`` above the longest episode's tick count (names it and its source).
+    """
+    if not lengths:
+        return
+    t_max, src = max(lengths, key=lambda x: x[0])
+    if cfg.chunk.chunk_size > t_max:
+        raise ValueError(f'model.chunk.chunk_size ({cfg.chunk.chunk_size}) is longer than the longest episode '
+                         f'({t_max} ticks, {src}): every action chunk would be end padding; use chunk_size <= {t_max}')
+
+
 def build_arrays(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, np.ndarray]:
     """Sample windows for every tick of every episode.
 
@@ -165,6 +181,7 @@ def build_arrays(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, np.ndarra
         raise ValueError('build_arrays: no episodes')
     n_cam = len(cfg.camera_names)
     h, n_obs = cfg.chunk.chunk_size, cfg.chunk.n_obs_steps
+    check_horizon(cfg, [(len(ep.stamps), getattr(ep, 'source', i)) for i, ep in enumerate(episodes)])
     imgs, states, acts, pads, instr, epi, obs = [], [], [], [], [], [], []
     offset = 0
     for i, ep in enumerate(episodes):
