@@ -21,7 +21,8 @@ import numpy as np
 __all__ = [
     'MessageTypes', 'rosbags_types', 'rclpy_types', 'typestore',
     'stamp_to_sec', 'sec_to_stamp', 'duration_to_sec', 'sec_to_duration', 'header',
-    'image_to_numpy', 'compressed_image_to_numpy', 'numpy_to_image', 'numpy_to_compressed_image',
+    'image_to_numpy', 'compressed_image_to_numpy', 'decode_compressed', 'compressed_size', 'numpy_to_image',
+    'numpy_to_compressed_image',
     'joint_state_to_arrays', 'arrays_to_joint_state',
     'trajectory_to_arrays', 'arrays_to_trajectory', 'string_msg',
     'trajectory_fields', 'action_trajectory', 'trajectory_to_actions', 'message_class', 'joint_state_to_state',
@@ -361,13 +362,43 @@ def compressed_image_to_numpy(msg: Any, *, source: str = 'compressed image') -> 
     Raises:
         ValueError: the bytes are not a decodable image (names ``source`` and ``format``).
     """
+    return decode_compressed(_as_bytes(msg.data).tobytes(), source=source, fmt=msg.format)
+
+
+def decode_compressed(buf: bytes, *, source: str = 'compressed image', fmt: str = '') -> np.ndarray:
+    """JPEG / PNG bytes (the ``data`` of a ``sensor_msgs/CompressedImage``) -> ``uint8 (H, W, 3)`` RGB.
+
+    The one decoder of compressed frames: run-time conversion (:func:`compressed_image_to_numpy`)
+    and the training data cache (``vla_training.dataset_cache``) both call it, so a model trains on
+    the pixels it will see (Pillow, libjpeg-turbo / zlib).
+
+    Raises:
+        ValueError: the bytes are not a decodable image (names ``source`` and ``fmt``).
+    """
     from PIL import Image as PILImage
-    buf = _as_bytes(msg.data).tobytes()
     try:
         with PILImage.open(io.BytesIO(buf)) as im:
             return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
     except Exception as exc:  # PIL raises several types for bad data
-        raise ValueError(f'{source}: cannot decode {msg.format!r} image ({len(buf)} bytes): {exc}') from exc
+        raise ValueError(f'{source}: cannot decode {fmt!r} image ({len(buf)} bytes): {exc}') from exc
+
+
+def compressed_size(buf: bytes, *, source: str = 'compressed image', fmt: str = '') -> Tuple[int, int]:
+    """``(height, width)`` of JPEG / PNG bytes from the header alone (nothing is decoded).
+
+    Raises:
+        ValueError: not a JPEG / PNG / other Pillow-readable image (names ``source`` and ``fmt``).
+    """
+    from PIL import Image as PILImage
+    try:
+        with PILImage.open(io.BytesIO(buf)) as im:
+            w, h = im.size
+            kind = im.format
+    except Exception as exc:
+        raise ValueError(f'{source}: cannot read {fmt!r} image header ({len(buf)} bytes): {exc}') from exc
+    if kind not in ('JPEG', 'PNG'):
+        raise ValueError(f'{source}: {fmt!r} image is {kind}, expected JPEG or PNG')
+    return int(h), int(w)
 
 
 def image_msg_to_rgb(msg: Any, *, source: str = 'image', bridge: Any = None) -> np.ndarray:
@@ -414,12 +445,20 @@ def numpy_to_image(img: np.ndarray, stamp: float, types: MessageTypes, *, frame_
 
 
 def numpy_to_compressed_image(img: np.ndarray, stamp: float, types: MessageTypes, *,
-                              frame_id: str = 'camera_optical_frame', quality: int = 90) -> Any:
-    """``uint8 (H, W, 3)`` RGB -> JPEG ``sensor_msgs/CompressedImage`` (format ``'jpeg'``)."""
+                              frame_id: str = 'camera_optical_frame', quality: int = 90, fmt: str = 'jpeg') -> Any:
+    """``uint8 (H, W, 3)`` RGB -> ``sensor_msgs/CompressedImage``: JPEG at ``quality`` (``fmt='jpeg'``)
+    or lossless PNG (``fmt='png'``); ``format`` is ``'jpeg'`` / ``'png'``.
+
+    Raises:
+        ValueError: ``fmt`` other than ``jpeg`` / ``png``.
+    """
     from PIL import Image as PILImage
+    if fmt not in ('jpeg', 'png'):
+        raise ValueError(f"compressed image format must be 'jpeg' or 'png', got {fmt!r}")
     out = io.BytesIO()
-    PILImage.fromarray(np.asarray(img, dtype=np.uint8)).save(out, format='JPEG', quality=quality)
-    return types.CompressedImage(header=header(stamp, frame_id, types), format='jpeg',
+    kw = {'quality': quality} if fmt == 'jpeg' else {'compress_level': 1}
+    PILImage.fromarray(np.asarray(img, dtype=np.uint8)).save(out, format=fmt.upper(), **kw)
+    return types.CompressedImage(header=header(stamp, frame_id, types), format=fmt,
                                  data=types.uint8_seq(np.frombuffer(out.getvalue(), dtype=np.uint8)))
 
 

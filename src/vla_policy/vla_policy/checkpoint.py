@@ -15,15 +15,14 @@ crash never leaves a half-written checkpoint under ``dir``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from robot_drivers.atomic import atomic_directory
 
 from .models.config import VLAConfig
 from .models.tokenizer import Tokenizer, load_tokenizer
@@ -52,8 +51,7 @@ def save_checkpoint(directory: Union[str, Path], model: VLA, config: VLAConfig,
     cfg_d = config.to_dict()
     if cfg_d['backbone'].get('hf_config') is None and getattr(model.config.backbone, 'hf_config', None):
         cfg_d['backbone']['hf_config'] = model.config.backbone.hf_config
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{directory.name}.tmp-', dir=str(directory.parent)))
-    try:
+    with atomic_directory(directory) as tmp:
         sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(sd, str(tmp / 'model.safetensors'))
         (tmp / 'config.json').write_text(json.dumps(cfg_d, indent=1), encoding='utf-8')
@@ -62,16 +60,6 @@ def save_checkpoint(directory: Union[str, Path], model: VLA, config: VLAConfig,
         save_file(st, str(tmp / 'stats.safetensors'), metadata={'names': json.dumps(sorted(stats))})
         tokenizer.save(tmp)
         (tmp / 'meta.json').write_text(meta_text, encoding='utf-8')
-        old = None
-        if directory.exists():
-            old = directory.parent / f'.{directory.name}.old-{os.getpid()}-{time.time_ns()}'
-            os.rename(directory, old)
-        os.rename(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -41,6 +41,7 @@ __all__ = [
     'BagError',
     'BagTopics',
     'Episode',
+    'EncodedFrames',
     'read_episode',
     'read_episodes',
     'find_bags',
@@ -149,24 +150,76 @@ def _joint_rows(msgs: Dict[int, Any], use: np.ndarray, emb: Embodiment, source: 
     return np.stack(rows)
 
 
+class EncodedFrames:
+    """A camera's frames kept as the bag stored them (JPEG / PNG bytes of ``sensor_msgs/CompressedImage``).
+
+    Behaves like the ``uint8 (T, H, W, 3)`` array it decodes to: ``len``, ``shape``, ``dtype``,
+    ``frames[i]`` (one decoded ``(H, W, 3)`` frame) and ``np.asarray(frames)`` (all of them, decoded
+    with :func:`robot_drivers.conversions.decode_compressed`, the run-time decoder). ``data[i]`` is
+    frame ``i``'s bytes; a frame repeated on consecutive ticks is the same ``bytes`` object.
+
+    Attributes:
+        data: ``(T,)`` bytes per tick. fmt: the messages' ``format`` text (e.g. ``'jpeg'``,
+            ``'rgb8; jpeg compressed bgr8'``). height, width: pixels (every frame has them).
+    """
+
+    def __init__(self, data: Sequence[bytes], fmt: str, height: int, width: int) -> None:
+        self.data, self.fmt, self.height, self.width = list(data), str(fmt), int(height), int(width)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        return (len(self.data), self.height, self.width, 3)
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return conversions.decode_compressed(self.data[int(i)], fmt=self.fmt)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if not self.data:
+            return np.zeros((0, self.height, self.width, 3), np.uint8)
+        decoded: Dict[int, np.ndarray] = {}
+        out = np.stack([decoded.setdefault(id(b), conversions.decode_compressed(b, fmt=self.fmt)) for b in self.data])
+        return out if dtype is None else out.astype(dtype)
+
+
 def _image_rows(msgs: Dict[int, Any], use: np.ndarray, stamps_ns: np.ndarray,
-                hw: Optional[Tuple[int, int]], source: str) -> np.ndarray:
-    """``uint8 (len(use), H, W, 3)`` RGB frames, each distinct frame decoded (and resized) once."""
-    frames: Dict[int, np.ndarray] = {}
+                hw: Optional[Tuple[int, int]], source: str, decode: bool = True):
+    """``uint8 (len(use), H, W, 3)`` RGB frames, each distinct frame decoded (and resized) once; with
+    ``decode=False`` and compressed messages, an :class:`EncodedFrames` of their bytes instead."""
+    frames: Dict[int, Any] = {}
     first_shape: Optional[Tuple[int, int]] = None
+    keep = not decode and hw is None
+    fmt = ''
     for s in np.unique(use):
         msg = msgs[int(s)]
+        compressed = not hasattr(msg, 'encoding')
         try:
-            img = conversions.image_msg_to_rgb(msg, source=source)
+            if keep and compressed:
+                img = conversions._as_bytes(msg.data).tobytes()
+                fmt = msg.format
+                shape = conversions.compressed_size(img, source=source, fmt=fmt)
+            else:
+                img = conversions.image_msg_to_rgb(msg, source=source)
+                shape = img.shape[:2]
         except ValueError as exc:
             raise BagError(str(exc)) from exc
         if first_shape is None:
-            first_shape = img.shape[:2]
-        elif img.shape[:2] != first_shape:
+            first_shape = shape
+        elif shape != first_shape:
             raise BagError(f'{source}: frame stamped {stamps_ns[int(s)] * 1e-9:.9f} s is '
-                           f'{img.shape[1]}x{img.shape[0]}, other frames are '
+                           f'{shape[1]}x{shape[0]}, other frames are '
                            f'{first_shape[1]}x{first_shape[0]} (width x height)')
-        frames[int(s)] = _resize(img, hw) if hw is not None else img
+        if isinstance(img, np.ndarray):
+            frames[int(s)] = _resize(img, hw) if hw is not None else img
+        else:
+            frames[int(s)] = img
+    if any(isinstance(v, bytes) for v in frames.values()):
+        return EncodedFrames([frames[int(s)] for s in use], fmt, *first_shape)
     return np.stack([frames[int(s)] for s in use])
 
 
@@ -185,7 +238,7 @@ def _command_adapters(embodiment: Embodiment) -> Dict[str, Any]:
 
 def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTopics] = None, *,
                  rate_hz: Optional[float] = None, image_size=None, max_age_s: Optional[float] = None,
-                 action_from_state: Sequence[str] = ()) -> Episode:
+                 action_from_state: Sequence[str] = (), decode_images: bool = True) -> Episode:
     """Read one rosbag2 recording (MCAP or sqlite3, compressed or split) into an :class:`Episode`.
 
     Args:
@@ -204,6 +257,10 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
             driven through its own action server). Their action at ``t`` is the measured position in
             the latest joint state stamped ``<= t + period``, i.e. where the joint got to one period
             later. Any other embodiment joint missing from a command is an error.
+        decode_images: ``False`` keeps a ``sensor_msgs/CompressedImage`` camera as the bag stored it:
+            its :attr:`Episode.camera_images` entry is an :class:`EncodedFrames` (JPEG / PNG bytes,
+            only the header read) instead of decoded pixels (the training cache stores it so).
+            With ``image_size`` (frames resized) or a raw ``sensor_msgs/Image`` camera, frames are decoded.
 
     Returns:
         :class:`Episode` with ``T >= 1`` ticks; the grid ends at the last command, or without a
@@ -292,7 +349,7 @@ def read_episode(path: PathLike, embodiment: Embodiment, topics: Optional[BagTop
     for cam, role in cam_roles.items():
         img = series[role]
         camera_images[cam] = _image_rows(msgs[role], al.index[role], img.stamps, hw,
-                                         f'bag {path}: topic {img.topic}')
+                                         f'bag {path}: topic {img.topic}', decode=decode_images)
     instr = series['instruction']
     instructions = [instr.text_at(s) for s in al.index['instruction']]
 

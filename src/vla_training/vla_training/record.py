@@ -6,6 +6,9 @@ Franka setup has: ``/camera/image_raw`` (the front camera) and ``/wrist_camera/i
 hand camera; sensor_msgs/Image rgb8, frames ``camera_optical_frame`` /
 ``wrist_camera_optical_frame``), ``/joint_states``,
 ``/vla/instruction`` (latched), ``/arm_controller/joint_trajectory``; header stamps = sim time.
+``--image-format jpeg`` (or ``png``) records ``sensor_msgs/CompressedImage`` on
+``/camera/image_raw/compressed`` and ``/wrist_camera/image_raw/compressed`` instead, as
+``image_transport``'s compressed transport does on a real robot.
 Episodes are split over worker processes (one MuJoCo renderer each). A bag appears under its
 final name only once complete (the writer renames a temp directory).
 """
@@ -32,6 +35,8 @@ _QOS = {  # topic -> profile name understood by EpisodeBagWriter (as `ros2 bag r
     '/joint_states': 'sensor',
     '/vla/instruction': 'latched',
     '/arm_controller/joint_trajectory': 'reliable',
+    '/camera/image_raw/compressed': 'sensor',
+    '/wrist_camera/image_raw/compressed': 'sensor',
 }
 
 
@@ -50,6 +55,10 @@ class RecordConfig:
     # sim cameras written to every bag (front: /camera/image_raw, wrist: /wrist_camera/image_raw);
     # the front camera is always recorded
     cameras: Tuple[str, ...] = ('front', 'wrist')
+    # raw: sensor_msgs/Image rgb8 on /camera/image_raw ...; jpeg / png: sensor_msgs/CompressedImage on
+    # /camera/image_raw/compressed ... (what image_transport's compressed transport records)
+    image_format: str = 'raw'
+    jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
         from robot_drivers.sim.franka_cubes import CAMERAS
@@ -59,6 +68,8 @@ class RecordConfig:
                              f'got {list(self.cameras)}')
         if self.episodes < 1:
             raise ValueError(f'episodes must be >= 1, got {self.episodes}')
+        from vla_training.rollout import Topics
+        Topics(image_format=self.image_format, jpeg_quality=self.jpeg_quality)   # checks both
         if self.storage not in ('mcap', 'sqlite3'):
             raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
 
@@ -69,9 +80,11 @@ def _task_for(seed: int, tasks: Sequence[str]):
 
 
 def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], storage: str = 'mcap',
-                   action_noise: float = 0.0, cameras: Sequence[str] = ('front', 'wrist')):
+                   action_noise: float = 0.0, cameras: Sequence[str] = ('front', 'wrist'),
+                   image_format: str = 'raw', jpeg_quality: int = 90):
     """Run the scripted expert for one seeded episode and write it to the bag ``path``
-    (``cameras``: the sim cameras recorded, each on its topic of :class:`~vla_training.rollout.Topics`).
+    (``cameras``: the sim cameras recorded, each on its topic of :class:`~vla_training.rollout.Topics`;
+    ``image_format``: ``raw``, ``jpeg`` or ``png``, see :attr:`~vla_training.rollout.Topics.image_format`).
 
     Returns the :class:`~vla_training.rollout.EpisodeResult`. Raises FileExistsError if ``path`` exists.
     """
@@ -98,20 +111,22 @@ def record_episode(sim, seed: int, path: pathlib.Path, tasks: Sequence[str], sto
                 added.add(topic)
             writer.write(topic, msg, t)
 
-        topics = Topics() if 'wrist' in cameras else Topics(wrist_image=None)
+        topics = Topics(image_format=image_format, jpeg_quality=jpeg_quality,
+                        **({} if 'wrist' in cameras else {'wrist_image': None}))
         result = run_episode(sim, task, seed, ExpertController(expert), on_message=on_message,
                              reset_hook=reset_hook, action_noise=action_noise, topics=topics)
     return result
 
 
 def _worker(args) -> List[Tuple[int, str, bool]]:
-    seeds, out, tasks, storage, image_size, action_noise, cameras = args
+    seeds, out, tasks, storage, image_size, action_noise, cameras, image_format, jpeg_quality = args
     os.environ.setdefault('MUJOCO_GL', 'egl')
     from robot_drivers.sim.franka_cubes import FrankaCubeSim, SimConfig
     sim = FrankaCubeSim(SimConfig(image_size=image_size))
     done = []
     for s in seeds:
-        r = record_episode(sim, s, pathlib.Path(out) / f'episode_{s:06d}', tasks, storage, action_noise, cameras)
+        r = record_episode(sim, s, pathlib.Path(out) / f'episode_{s:06d}', tasks, storage, action_noise, cameras,
+                           image_format, jpeg_quality)
         done.append((s, r.task.instruction, r.success))
     sim.close()
     return done
@@ -124,8 +139,8 @@ def record_demos(cfg: RecordConfig, progress: bool = True) -> List[pathlib.Path]
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     shards = [seeds[i::cfg.workers] for i in range(cfg.workers)]
     t0 = time.time()
-    jobs = [(s, str(out), tuple(cfg.tasks), cfg.storage, cfg.image_size, cfg.action_noise, cfg.cameras)
-            for s in shards if s]
+    jobs = [(s, str(out), tuple(cfg.tasks), cfg.storage, cfg.image_size, cfg.action_noise, cfg.cameras,
+             cfg.image_format, cfg.jpeg_quality) for s in shards if s]
     if len(jobs) == 1:
         results = [_worker(jobs[0])]
     else:
@@ -158,12 +173,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help='DART noise on executed arm targets, rad (the recorded command stays clean)')
     p.add_argument('--cameras', type=cli.comma_list(('front', 'wrist')), default=('front', 'wrist'),
                    help='sim cameras to record, comma-separated (front is required): front,wrist')
+    p.add_argument('--image-format', default='raw', choices=['raw', 'jpeg', 'png'],
+                   help='raw: sensor_msgs/Image; jpeg/png: sensor_msgs/CompressedImage on <camera topic>/compressed')
+    p.add_argument('--jpeg-quality', type=cli.positive_int, default=90)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
 
     def body() -> int:
         cfg = RecordConfig(a.episodes, a.output, a.seed, a.tasks, a.storage, a.workers, a.image_size,
-                           a.action_noise, a.cameras)
+                           a.action_noise, a.cameras, a.image_format, a.jpeg_quality)
         record_demos(cfg)
         return 0
 

@@ -56,14 +56,36 @@ class Topics:
     instruction: str = '/vla/instruction'
     command: str = '/arm_controller/joint_trajectory'
     wrist_image: Optional[str] = '/wrist_camera/image_raw'
+    #: ``raw``: sensor_msgs/Image rgb8; ``jpeg`` / ``png``: sensor_msgs/CompressedImage on
+    #: ``<topic>/compressed`` (image_transport's compressed transport naming), JPEG at ``jpeg_quality``
+    image_format: str = 'raw'
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f'image_format must be one of {list(IMAGE_FORMATS)}, got {self.image_format!r}')
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f'jpeg_quality must be in [1, 100], got {self.jpeg_quality}')
 
     @property
     def cameras(self) -> Dict[str, str]:
         """``{camera name: image topic}`` of the published cameras, ``front`` first."""
-        out = {'front': self.image}
+        suffix = '' if self.image_format == 'raw' else '/compressed'
+        out = {'front': self.image + suffix}
         if self.wrist_image:
-            out['wrist'] = self.wrist_image
+            out['wrist'] = self.wrist_image + suffix
         return out
+
+    def image_message(self, img, stamp: float, types, frame_id: str):
+        """``(message type, message)`` of a rendered frame in this ``image_format``."""
+        if self.image_format == 'raw':
+            return 'sensor_msgs/msg/Image', conv.numpy_to_image(img, stamp, types, frame_id=frame_id)
+        return 'sensor_msgs/msg/CompressedImage', conv.numpy_to_compressed_image(
+            img, stamp, types, frame_id=frame_id, quality=self.jpeg_quality, fmt=self.image_format)
+
+
+#: Image formats the sim can publish (:attr:`Topics.image_format`).
+IMAGE_FORMATS = ('raw', 'jpeg', 'png')
 
 
 #: ``header.frame_id`` of each sim camera's images (REP-103 optical frames).
@@ -237,9 +259,9 @@ def run_episode(sim: FrankaCubeSim, task: Task, seed: int, controller: Callable,
         emit(topics.joint_states, 'sensor_msgs/msg/JointState', joint_msg, now)
         image_msgs: Dict[str, Any] = {}
         for cam in render:
-            image_msgs[cam] = conv.numpy_to_image(sim.render(cam), now, types,
-                                                  frame_id=CAMERA_FRAMES.get(cam, f'{cam}_camera_optical_frame'))
-            emit(cam_topics[cam], 'sensor_msgs/msg/Image', image_msgs[cam], now)
+            kind, image_msgs[cam] = topics.image_message(
+                sim.render(cam), now, types, frame_id=CAMERA_FRAMES.get(cam, f'{cam}_camera_optical_frame'))
+            emit(cam_topics[cam], kind, image_msgs[cam], now)
         if keep_frames:
             frames.append(sim.render(size=frame_size, fast=False))
         if getattr(controller, 'takes_cameras', False):

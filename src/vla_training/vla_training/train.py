@@ -1,21 +1,40 @@
-"""Training loop: episodes (``vla_training.bag_dataset.Episode``) -> VLA checkpoint.
+"""Training loop: episodes (``vla_training.bag_dataset.Episode``) or the dataset cache -> VLA checkpoint.
 
-Pipeline: :func:`build_arrays` turns episodes into sample windows (observation indices with
-start padding, action-chunk targets with end padding + ``action_is_pad``); :func:`compute_stats`
-fits quantile normalization on the training episodes only; :func:`train` runs AdamW with linear
-warmup + cosine decay (``transformers.get_cosine_schedule_with_warmup``), gradient clipping,
-random-shift image augmentation (pad 4 + random crop, DrQ: Kostrikov et al. 2020; Diffusion
-Policy, Chi et al. 2023), logs the loss to ``train_log.jsonl`` and TensorBoard (``tb/``), and
-writes the checkpoint atomically with :func:`vla_policy.checkpoint.save_checkpoint`.
+Data: :class:`vla_training.dataset.ChunkDataset` builds each sample when the loader asks for it
+(from the on-disk cache, :mod:`vla_training.dataset_cache`, or from in-memory episodes), a
+``torch.utils.data.DataLoader`` with ``num_workers`` processes feeds the steps, and
+:class:`vla_training.dataset.StepBatchSampler` makes the samples of step ``s`` a function of
+``(seed, s)``: batches mix episodes (epoch-wise permutations), a resumed run continues the
+uninterrupted run's stream, and N processes with batch B see what one process with batch N x B sees.
+:func:`compute_stats` fits quantile normalization on the training episodes only.
 
-Images are preprocessed once into a uint8 tensor at the model resolution.
+Engine: HF ``accelerate``. One process by default; started by ``torchrun`` (or ``accelerate
+launch``, or ``train --nproc-per-node N``) each process trains a DDP replica (gloo on CPU, NCCL on
+GPU), and an ``accelerate`` config file adds FSDP or DeepSpeed. ``mixed_precision: bf16`` autocasts
+the forward pass; ``grad_accum`` micro-batches per step; gradient clipping; warmup + cosine (or
+linear / constant) learning rate from ``transformers.get_scheduler``; EMA of the weights
+(``ema_decay``, ``torch.optim.swa_utils``: what Octo and openpi deploy) saved as the checkpoint.
+
+Every ``checkpoint_every`` steps the training state (weights, optimizer, scheduler, EMA, every
+process's RNG, the step = the data position) is written atomically to ``<output>/training_state``;
+``train --resume`` continues from it after a crash or ``kill -9`` on the same loss curve, losing at
+most one interval. The loss goes to ``train_log.jsonl`` and TensorBoard (``tb/``), and to W&B with
+``wandb_project`` set; ``eval_every`` runs closed-loop episodes in the MuJoCo scene and logs their
+success. The deployable checkpoint is written atomically with
+:func:`vla_policy.checkpoint.save_checkpoint`.
+
+:func:`build_arrays` and :class:`_Data` are the vectorized in-RAM form of the same samples, kept as
+the reference the loader is tested against (and for small experiments).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -40,23 +59,40 @@ __all__ = ['TrainConfig', 'TrainResult', 'build_arrays', 'check_horizon', 'compu
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings.
+    """Optimisation settings (the ``train`` section of a training YAML).
 
     Attributes:
         steps: optimizer steps.
-        batch_size: samples per step.
+        batch_size: samples per process and micro-batch; a step averages
+            ``batch_size x processes x grad_accum`` samples.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW decay on weight matrices (not on biases / norms / embeddings' 1-D params).
         warmup_steps: linear warmup length (< steps).
+        schedule: ``transformers.get_scheduler`` name after warmup: ``cosine`` (default, as the
+            recipes were tuned), ``linear``, ``constant_with_warmup``.
         grad_clip: max global gradient norm (0 disables).
+        grad_accum: micro-batches accumulated per optimizer step.
+        mixed_precision: ``no``, ``bf16`` (autocast; CPU and recent GPUs) or ``fp16`` (GPU, scaled).
+        ema_decay: exponential moving average of the weights (0 = off; Octo / openpi use 0.99-0.9999);
+            the checkpoint then holds the EMA weights.
         seed: torch / numpy seed (model init, batches, augmentation, split).
-        num_threads: ``torch.set_num_threads``.
-        log_every: steps between log lines (JSONL, TensorBoard, progress bar).
+        num_threads: ``torch.set_num_threads`` per process.
+        num_workers: DataLoader worker processes (0 = load in the training process).
+        log_every: steps between log lines (JSONL, TensorBoard, W&B, progress bar).
         eval_fraction: fraction of episodes held out for the validation loss (0 = none).
-        device: torch device.
+        val_max_samples: validation samples evaluated (an even spread over the held-out episodes).
+        stats_max_ticks: normalization statistics from at most this many ticks (a seeded subset of
+            the training episodes beyond it; quantiles of 10^6 rows are exact to ~1e-3).
+        device: torch device (``cpu``, ``cuda``; under torchrun each process takes its local GPU).
         output_dir: run directory; the checkpoint goes to ``output_dir/checkpoint``.
-        save_every: also checkpoint every N steps (0 = only at the end).
+        save_every: also write the deployable checkpoint every N steps (0 = only at the end).
+        checkpoint_every: write the resumable training state every N steps (0 = never).
         augment_shift: random-shift padding in pixels (0 disables).
+        eval_every: closed-loop evaluation in the MuJoCo Franka scene every N steps (0 = never).
+        eval_episodes: episodes per task of that evaluation (held-out seeds).
+        eval_tasks: task kinds evaluated (``reach``, ``pick``).
+        wandb_project: also log to this W&B project (``wandb`` must be installed; env
+            ``WANDB_PROJECT`` works too).
     """
 
     steps: int = 2000
@@ -64,15 +100,27 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100
+    schedule: str = 'cosine'
     grad_clip: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: str = 'no'
+    ema_decay: float = 0.0
     seed: int = 0
     num_threads: int = 1
+    num_workers: int = 0
     log_every: int = 50
     eval_fraction: float = 0.1
+    val_max_samples: int = 4096
+    stats_max_ticks: int = 1_000_000
     device: str = 'cpu'
     output_dir: str = 'runs/vla'
     save_every: int = 0
+    checkpoint_every: int = 500
     augment_shift: int = 4
+    eval_every: int = 0
+    eval_episodes: int = 10
+    eval_tasks: List[str] = field(default_factory=lambda: ['reach'])
+    wandb_project: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -83,6 +131,30 @@ class TrainConfig:
             raise ValueError(f'eval_fraction must be in [0, 1), got {self.eval_fraction}')
         if self.lr <= 0 or self.grad_clip < 0 or self.log_every < 1 or self.augment_shift < 0:
             raise ValueError('lr must be > 0, grad_clip >= 0, log_every >= 1, augment_shift >= 0')
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f'schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}')
+        if self.mixed_precision not in ('no', 'bf16', 'fp16'):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        if self.mixed_precision == 'fp16' and self.device == 'cpu':
+            raise ValueError("mixed_precision 'fp16' needs a GPU (loss scaling); use 'bf16' on the CPU")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay}')
+        for k in ('grad_accum',):
+            if getattr(self, k) < 1:
+                raise ValueError(f'{k} must be >= 1, got {getattr(self, k)}')
+        for k in ('num_workers', 'save_every', 'checkpoint_every', 'eval_every', 'val_max_samples', 'stats_max_ticks'):
+            if getattr(self, k) < 0:
+                raise ValueError(f'{k} must be >= 0, got {getattr(self, k)}')
+        if self.eval_every and (self.eval_episodes < 1 or not self.eval_tasks):
+            raise ValueError('eval_every needs eval_episodes >= 1 and at least one eval_tasks entry')
+        self.eval_tasks = list(self.eval_tasks)
+
+
+#: ``TrainConfig.schedule`` values (``transformers.get_scheduler`` names).
+SCHEDULES = ('cosine', 'linear', 'constant_with_warmup')
+#: TrainConfig fields a resumed run may change (they do not alter the loss curve).
+RESUME_MAY_CHANGE = ('device', 'num_threads', 'num_workers', 'log_every', 'output_dir', 'eval_every',
+                     'eval_episodes', 'eval_tasks', 'wandb_project', 'save_every', 'checkpoint_every')
 
 
 @dataclass
@@ -181,11 +253,12 @@ def build_arrays(episodes: Sequence[Any], cfg: VLAConfig) -> Dict[str, np.ndarra
         raise ValueError('build_arrays: no episodes')
     n_cam = len(cfg.camera_names)
     h, n_obs = cfg.chunk.chunk_size, cfg.chunk.n_obs_steps
+    for i, ep in enumerate(episodes):
+        _check_episode(i, ep, cfg)
     check_horizon(cfg, [(len(ep.stamps), getattr(ep, 'source', i)) for i, ep in enumerate(episodes)])
     imgs, states, acts, pads, instr, epi, obs = [], [], [], [], [], [], []
     offset = 0
     for i, ep in enumerate(episodes):
-        _check_episode(i, ep, cfg)
         t = len(ep.stamps)
         rate = getattr(ep, 'rate_hz', None)
         kw = dict(stamps=np.asarray(ep.stamps), period_s=1.0 / rate) if rate else {}
@@ -289,20 +362,6 @@ class _Data:
         return {k: v.to(self.device) for k, v in b.items()}
 
 
-def _evaluate(model: VLA, data: _Data, batch_size: int = 128) -> float:
-    was = model.training
-    model.eval()
-    tot, n = 0.0, 0
-    with torch.no_grad():
-        for s in range(0, len(data), batch_size):
-            idx = torch.arange(s, min(s + batch_size, len(data)))
-            loss, _ = model.loss(data.batch(idx))
-            tot += float(loss) * len(idx)
-            n += len(idx)
-    model.train(was)
-    return tot / max(n, 1)
-
-
 def _param_groups(model: torch.nn.Module, wd: float):
     decay, no = [], []
     for p in model.parameters():
@@ -311,92 +370,383 @@ def _param_groups(model: torch.nn.Module, wd: float):
     return [{'params': decay, 'weight_decay': wd}, {'params': no, 'weight_decay': 0.0}]
 
 
-def train(episodes: Sequence[Any], vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Train a VLA on ``episodes`` and write ``train_cfg.output_dir/checkpoint``.
+class _LossModule(torch.nn.Module):
+    """``forward(batch) -> (loss, info)`` of a VLA: what DDP / FSDP wrap (their hooks run on forward)."""
 
-    The tokenizer is a :class:`WordTokenizer` built from the training instructions, or the HF tokenizer
-    of ``vla_cfg.backbone.pretrained``. ``vla_cfg`` is copied (``backbone.vocab_size`` filled in).
+    def __init__(self, vla: VLA) -> None:
+        super().__init__()
+        self.vla = vla
+
+    def forward(self, batch: Dict[str, torch.Tensor]):
+        return self.vla.loss(batch)
+
+
+def _make_accelerator(cfg: TrainConfig):
+    """The ``accelerate.Accelerator`` of this process (DDP / FSDP / DeepSpeed from the launcher's env).
+
+    Gradient accumulation, the scheduler and the data loader are driven here, not by accelerate
+    (its prepared scheduler steps once per process and its data loader would re-shard our sampler).
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
+        AcceleratorState._reset_state(True)   # several trainings in one process (tests, benchmarks)
+    # find_unused_parameters: a structure may leave parts of a VLM unused (e.g. the LM head)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=cfg.device == 'cpu', mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+
+
+def _source_of(data, cfg: VLAConfig):
+    from .dataset import CacheSource, EpisodeSource
+    from .dataset_cache import DatasetCache
+    if isinstance(data, DatasetCache):
+        for i, e in enumerate(data.entries):
+            m = e.meta
+            if cfg.state_dim and m['state_dim'] != cfg.state_dim:
+                raise ValueError(f'episode {i} ({m["source"]}): joint_positions have {m["state_dim"]} columns, '
+                                 f'config state_dim={cfg.state_dim}')
+            if m['action_dim'] != cfg.action_dim:
+                raise ValueError(f'episode {i} ({m["source"]}): actions have {m["action_dim"]} columns, '
+                                 f'config action_dim={cfg.action_dim}')
+        return CacheSource(data, cfg.camera_names, cfg.backbone.image_size)
+    episodes = list(data)
+    if not episodes:
+        raise ValueError('train: no episodes')
+    for i, ep in enumerate(episodes):
+        _check_episode(i, ep, cfg)
+    return EpisodeSource(episodes, cfg.camera_names, cfg.backbone.image_size)
+
+
+def _stats_subset(lengths: np.ndarray, ids: np.ndarray, max_ticks: int, seed: int) -> np.ndarray:
+    """Training episodes the statistics are fitted on: all, or a seeded subset of at most ``max_ticks``."""
+    if not max_ticks or lengths[ids].sum() <= max_ticks:
+        return ids
+    order = np.random.default_rng([seed, 7]).permutation(ids)
+    keep = order[np.cumsum(lengths[order]) <= max_ticks]
+    return np.sort(keep if len(keep) else order[:1])
+
+
+def _instructions(source, ids: Sequence[int]) -> List[str]:
+    out: List[str] = []
+    for i in ids:
+        out.extend(source.lowdim(int(i))['instructions'])
+    return out
+
+
+def _fingerprint(source, tr_ep: np.ndarray) -> str:
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([[source.name(int(i)), int(source.lengths[i])] for i in tr_ep]).encode())
+    return h.hexdigest()
+
+
+STATE_DIR = 'training_state'
+
+
+def _find_state(out: Path) -> Optional[Path]:
+    """``out/training_state``, or the previous state a crash between its two renames left aside."""
+    d = out / STATE_DIR
+    if (d / 'state.json').is_file():
+        return d
+    olds = sorted(out.glob(f'.{STATE_DIR}.old-*'), key=lambda p: p.stat().st_mtime)
+    olds = [p for p in olds if (p / 'state.json').is_file()]
+    return olds[-1] if olds else None
+
+
+def _check_resume(state: Dict[str, Any], cfg: VLAConfig, train_cfg: TrainConfig, fingerprint: str,
+                  world: int, where: Path) -> None:
+    """Refuse to resume a state written by another run (names the first differing field)."""
+    if state['model_config'] != cfg.to_dict():
+        diff = sorted(k for k in set(state['model_config']) | set(cfg.to_dict())
+                      if state['model_config'].get(k) != cfg.to_dict().get(k))
+        raise ValueError(f'--resume: {where} was written for another model config (differs in {diff})')
+    saved, now = state['train_config'], asdict(train_cfg)
+    diff = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f'--resume: {where} was written with train.{diff[0]}={saved.get(diff[0])!r}, '
+                         f'now {now[diff[0]]!r}; only {list(RESUME_MAY_CHANGE)} may change on resume')
+    if state['data_fingerprint'] != fingerprint:
+        raise ValueError(f'--resume: {where} was written for other training data (the bags or the split changed)')
+    if state['world_size'] != world:
+        raise ValueError(f'--resume: {where} was written by {state["world_size"]} processes, now {world}: the '
+                         f'samples per step would change; resume with the same process count')
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text(encoding='utf-8').splitlines() if ln.strip() and json.loads(ln)['step'] <= step]
+    tmp = path.with_suffix('.jsonl.tmp')
+    tmp.write_text(''.join(ln + '\n' for ln in keep), encoding='utf-8')
+    os.replace(tmp, path)
+
+
+def _eval_closed_loop(ckpt: Path, train_cfg: TrainConfig, cfg: VLAConfig) -> Dict[str, float]:
+    """Success per task of the checkpoint at ``ckpt`` in the MuJoCo Franka scene (held-out seeds)."""
+    from .evaluate import EvalConfig, evaluate
+    if cfg.embodiment != 'franka_panda':
+        raise ValueError(f'train.eval_every: closed-loop evaluation runs the MuJoCo Franka scene; embodiment '
+                         f'{cfg.embodiment!r} is evaluated with machine_demo')
+    res = evaluate(EvalConfig(policy=str(ckpt), episodes=train_cfg.eval_episodes,
+                              tasks=tuple(train_cfg.eval_tasks), workers=1))
+    return {f'success_{k}': float(v) for k, v in res['success'].items()}
+
+
+def train(data, vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = True,
+          resume: bool = False) -> TrainResult:
+    """Train a VLA and write ``train_cfg.output_dir/checkpoint``.
+
+    Args:
+        data: in-memory :class:`~vla_training.bag_dataset.Episode` objects, or a
+            :class:`vla_training.dataset_cache.DatasetCache` (read from disk as the loader needs it).
+        vla_cfg: model config (copied; ``backbone.vocab_size`` is filled in).
+        train_cfg: optimisation settings.
+        progress: tqdm bar on the main process.
+        resume: continue from ``output_dir/training_state`` when it exists (same config, data and
+            process count; a fresh start otherwise).
+
+    The tokenizer is a :class:`WordTokenizer` built from the training instructions, or the HF
+    tokenizer of ``vla_cfg.backbone.pretrained``. Under torchrun every process calls this; only the
+    main process writes logs and checkpoints.
+
+    Returns:
+        :class:`TrainResult` (``losses``: the global-batch loss of every step run by this call).
 
     Raises:
-        ValueError: bad episodes (see :func:`build_arrays`), bad configs, or a non-finite loss (step named).
+        ValueError: bad episodes (see :func:`build_arrays`), bad configs, a training state that does
+            not match (``resume``), or a non-finite loss (step named).
     """
     from tqdm.auto import tqdm
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import get_cosine_schedule_with_warmup
+    from transformers import get_scheduler
+    from .dataset import ChunkDataset, StepBatchSampler, collate
 
     t0 = time.time()
+    acc = _make_accelerator(train_cfg)
     torch.set_num_threads(train_cfg.num_threads)
     torch.manual_seed(train_cfg.seed)
+    main = acc.is_main_process
+    world, rank = acc.num_processes, acc.process_index
     cfg = VLAConfig.from_dict(copy.deepcopy(vla_cfg.to_dict()))
     out = Path(train_cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(train_cfg.device)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
-    arrays = build_arrays(episodes, cfg)
-    tr_ep, va_ep = split_episodes(len(episodes), train_cfg.eval_fraction, train_cfg.seed)
-    stats = compute_stats([episodes[i] for i in tr_ep], cfg)
+    source = _source_of(data, cfg)
+    check_horizon(cfg, [(int(n), source.name(i)) for i, n in enumerate(source.lengths)])
+    tr_ep, va_ep = split_episodes(len(source), train_cfg.eval_fraction, train_cfg.seed)
+    stats = compute_stats(source.lowdim_views(_stats_subset(source.lengths, tr_ep, train_cfg.stats_max_ticks,
+                                                            train_cfg.seed)), cfg)
     if cfg.backbone.pretrained:
         tokenizer = HFTokenizer(cfg.backbone.pretrained, cfg.max_tokens)
     else:
-        tokenizer = WordTokenizer.build([s for i in tr_ep for s in episodes[i].instructions], cfg.max_tokens)
+        tokenizer = WordTokenizer.build(_instructions(source, tr_ep), cfg.max_tokens)
     cfg.backbone.vocab_size = tokenizer.vocab_size
-    tr_sel = np.flatnonzero(np.isin(arrays['episode'], tr_ep))
-    va_sel = np.flatnonzero(np.isin(arrays['episode'], va_ep))
-    train_data = _Data(arrays, tr_sel, stats, tokenizer, cfg, device)
-    val_data = _Data(arrays, va_sel, stats, tokenizer, cfg, device) if len(va_sel) else None
+    train_ds = ChunkDataset(source, tr_ep, cfg, stats, tokenizer, augment_shift=train_cfg.augment_shift,
+                            seed=train_cfg.seed)
+    val_ds = ChunkDataset(source, va_ep, cfg, stats, tokenizer) if len(va_ep) else None
+    fingerprint = _fingerprint(source, tr_ep)
 
-    model = VLA(cfg).to(device).train()
-    opt = torch.optim.AdamW(_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr)
-    sched = get_cosine_schedule_with_warmup(opt, train_cfg.warmup_steps, train_cfg.steps)
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-    writer = SummaryWriter(str(out / 'tb'))
+    vla = VLA(cfg)
+    ema = None
+    if train_cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(vla, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay), use_buffers=True)
+    opt = torch.optim.AdamW(_param_groups(vla, train_cfg.weight_decay), lr=train_cfg.lr)
+    sched = get_scheduler(train_cfg.schedule, opt, num_warmup_steps=train_cfg.warmup_steps,
+                          num_training_steps=train_cfg.steps)
+    model, opt = acc.prepare(_LossModule(vla), opt)
+    acc.register_for_checkpointing(sched)
+    if ema is not None:
+        acc.register_for_checkpointing(ema)
+
+    start = 0
+    state_dir = _find_state(out) if resume else None
+    if state_dir is not None:
+        state = json.loads((state_dir / 'state.json').read_text(encoding='utf-8'))
+        _check_resume(state, cfg, train_cfg, fingerprint, world, state_dir)
+        acc.load_state(str(state_dir))
+        start = int(state['step'])
+    if main:
+        if start:
+            _truncate_log(out / 'train_log.jsonl', start)
+        elif (out / 'train_log.jsonl').exists():
+            (out / 'train_log.jsonl').unlink()
     ckpt_dir = out / 'checkpoint'
-    extra = {'train_config': asdict(train_cfg), 'n_train_samples': len(train_data),
-             'n_val_samples': len(val_data) if val_data else 0,
-             'train_episodes': [str(getattr(episodes[i], 'source', i)) for i in tr_ep],
-             'val_episodes': [str(getattr(episodes[i], 'source', i)) for i in va_ep]}
+    extra = {'train_config': asdict(train_cfg), 'n_train_samples': len(train_ds),
+             'n_val_samples': len(val_ds) if val_ds else 0, 'world_size': world,
+             'global_batch': train_cfg.batch_size * world * train_cfg.grad_accum,
+             'train_episodes': [source.name(int(i)) for i in tr_ep],
+             'val_episodes': [source.name(int(i)) for i in va_ep]}
+
+    sampler = StepBatchSampler(len(train_ds), train_cfg.batch_size, steps=train_cfg.steps, start_step=start,
+                               world_size=world, rank=rank, grad_accum=train_cfg.grad_accum, seed=train_cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=train_cfg.num_workers,
+        worker_init_fn=_worker_init, pin_memory=acc.device.type == 'cuda',
+        prefetch_factor=4 if train_cfg.num_workers else None, persistent_workers=False)
+    writer = SummaryWriter(str(out / 'tb'), purge_step=start + 1 if start else None) if main else None
+    wandb_run = _wandb(train_cfg, cfg, out, resume=bool(start)) if main else None
+
     losses: List[Tuple[int, float]] = []
-    log_path = out / 'train_log.jsonl'
     val_loss = None
-    bar = tqdm(range(1, train_cfg.steps + 1), disable=not progress, desc='train', dynamic_ncols=True)
     window: List[float] = []
-    with open(log_path, 'w', encoding='utf-8') as log:
-        for step in bar:
-            idx = torch.randint(0, len(train_data), (train_cfg.batch_size,), generator=gen)
-            batch = train_data.batch(idx, train_cfg.augment_shift, gen)
-            loss, info = model.loss(batch)
-            if not torch.isfinite(loss):
-                raise ValueError(f'non-finite training loss {float(loss)} at step {step}')
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    device = acc.device
+    bar = tqdm(total=train_cfg.steps, initial=start, disable=not (progress and main), desc='train',
+               dynamic_ncols=True)
+    log = open(out / 'train_log.jsonl', 'a', encoding='utf-8') if main else None
+    it = iter(loader)
+    try:
+        for step in range(start + 1, train_cfg.steps + 1):
+            step_loss = torch.zeros((), device=device)
+            for micro in range(train_cfg.grad_accum):
+                batch = _to_device(next(it), device)
+                sync = micro == train_cfg.grad_accum - 1
+                with (contextlib.nullcontext() if sync else acc.no_sync(model)), acc.autocast():
+                    loss, _ = model(batch)
+                acc.backward(loss / train_cfg.grad_accum)
+                step_loss += loss.detach().float() / train_cfg.grad_accum
+            gnorm = (acc.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
                      if train_cfg.grad_clip > 0 else torch.tensor(float('nan')))
             opt.step()
             sched.step()
-            lv = float(loss.detach())
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(acc.unwrap_model(model).vla)
+            lv = float(acc.reduce(step_loss, reduction='mean'))
+            if not np.isfinite(lv):
+                raise ValueError(f'non-finite training loss {lv} at step {step}')
             losses.append((step, lv))
             window.append(lv)
+            bar.update(1)
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 rec = {'step': step, 'loss': float(np.mean(window)), 'lr': sched.get_last_lr()[0],
                        'grad_norm': float(gnorm), 'time_s': time.time() - t0}
-                if val_data is not None and (step == train_cfg.steps or step % (train_cfg.log_every * 10) == 0):
-                    val_loss = _evaluate(model, val_data)
+                if val_ds is not None and (step == train_cfg.steps or step % (train_cfg.log_every * 10) == 0):
+                    val_loss = _evaluate_loss(model, val_ds, acc, train_cfg.val_max_samples)
                     rec['val_loss'] = val_loss
-                    writer.add_scalar('val/loss', val_loss, step)
-                writer.add_scalar('train/loss', rec['loss'], step)
-                writer.add_scalar('train/lr', rec['lr'], step)
-                writer.add_scalar('train/grad_norm', rec['grad_norm'], step)
-                log.write(json.dumps(rec) + '\n')
-                log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                if main:
+                    _log(rec, writer, wandb_run, log)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 window = []
             if train_cfg.save_every and step % train_cfg.save_every == 0 and step != train_cfg.steps:
-                model.eval()
-                save_checkpoint(ckpt_dir, model, cfg, stats, tokenizer, dict(extra, step=step))
-                model.train()
-    if val_data is not None and val_loss is None:
-        val_loss = _evaluate(model, val_data)
-    writer.close()
-    model.eval()
-    save_checkpoint(ckpt_dir, model, cfg, stats, tokenizer, dict(extra, step=train_cfg.steps, val_loss=val_loss))
+                _save_model(acc, model, ema, cfg, stats, tokenizer, ckpt_dir, dict(extra, step=step))
+            if train_cfg.eval_every and step % train_cfg.eval_every == 0:
+                ev = out / 'eval_checkpoint'
+                _save_model(acc, model, ema, cfg, stats, tokenizer, ev, dict(extra, step=step))
+                if main:
+                    res = _eval_closed_loop(ev, train_cfg, cfg)
+                    _log(dict({'step': step, 'time_s': time.time() - t0}, **{f'eval/{k}': v for k, v in res.items()}),
+                         writer, wandb_run, log)
+                acc.wait_for_everyone()
+            if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step != train_cfg.steps:
+                _save_state(acc, out, step, cfg, train_cfg, fingerprint, world)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if val_ds is not None and val_loss is None:
+        val_loss = _evaluate_loss(model, val_ds, acc, train_cfg.val_max_samples)
+    if writer is not None:
+        writer.close()
+    if wandb_run is not None:
+        wandb_run.finish()
+    _save_model(acc, model, ema, cfg, stats, tokenizer, ckpt_dir,
+                dict(extra, step=train_cfg.steps, val_loss=val_loss, ema_decay=train_cfg.ema_decay))
+    acc.wait_for_everyone()
     return TrainResult(checkpoint_dir=ckpt_dir, losses=losses, val_loss=val_loss, seconds=time.time() - t0)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _to_device(batch: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out['images'] = out['images'].float().div_(255.0)     # (B, To * C, 3, S, S) uint8 -> [0, 1]
+    return out
+
+
+def _log(rec: Dict[str, Any], writer, wandb_run, log) -> None:
+    step = rec['step']
+    for k, v in rec.items():
+        if k in ('step', 'time_s'):
+            continue
+        tag = k if '/' in k else {'loss': 'train/loss', 'lr': 'train/lr', 'grad_norm': 'train/grad_norm',
+                                  'val_loss': 'val/loss'}.get(k, f'train/{k}')
+        writer.add_scalar(tag, v, step)
+        if wandb_run is not None:
+            wandb_run.log({tag: v}, step=step)
+    log.write(json.dumps(rec) + '\n')
+    log.flush()
+
+
+def _wandb(train_cfg: TrainConfig, cfg: VLAConfig, out: Path, resume: bool):
+    project = train_cfg.wandb_project or os.environ.get('WANDB_PROJECT')
+    if not project:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError(f'train.wandb_project is {project!r} but wandb is not installed (pip install wandb)') from None
+    run_id_file = out / 'wandb_run_id'
+    run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None
+    run = wandb.init(project=project, dir=str(out), id=run_id, resume='allow' if run_id else None,
+                     config={'model': cfg.to_dict(), 'train': asdict(train_cfg)})
+    run_id_file.write_text(run.id)
+    return run
+
+
+def _evaluate_loss(model, ds, acc, max_samples: int, batch_size: int = 128) -> float:
+    """Mean loss over (an even spread of at most ``max_samples`` of) ``ds``, split over the processes."""
+    from .dataset import collate
+    n = len(ds)
+    idx = np.arange(n) if not max_samples or n <= max_samples else np.linspace(0, n - 1, max_samples).astype(np.int64)
+    mine = idx[acc.process_index::acc.num_processes]
+    was = model.training
+    model.eval()
+    tot = torch.zeros(2, dtype=torch.float64, device=acc.device)
+    with torch.no_grad():
+        torch_state = torch.random.get_rng_state()
+        torch.manual_seed(12345)              # the same diffusion / flow noise at every evaluation
+        for s in range(0, len(mine), batch_size):
+            keys = [int(i) for i in mine[s:s + batch_size]]
+            batch = _to_device(collate(ds.__getitems__(keys)), acc.device)
+            with acc.autocast():
+                loss, _ = model(batch)
+            tot += torch.tensor([float(loss) * len(keys), len(keys)], dtype=torch.float64, device=acc.device)
+        torch.random.set_rng_state(torch_state)
+    model.train(was)
+    tot = acc.reduce(tot, reduction='sum')
+    return float(tot[0] / max(float(tot[1]), 1.0))
+
+
+def _save_model(acc, model, ema, cfg: VLAConfig, stats, tokenizer, directory: Path, extra: Dict[str, Any]) -> None:
+    """Write the deployable checkpoint (EMA weights when enabled) from the main process."""
+    sd = acc.get_state_dict(model)      # gathers FSDP shards; every process must call it
+    if acc.is_main_process:
+        vla = VLA(cfg)
+        if ema is not None:
+            vla.load_state_dict(ema.module.state_dict())
+        else:
+            vla.load_state_dict({k[len('vla.'):]: v for k, v in sd.items()})
+        save_checkpoint(directory, vla.eval(), cfg, stats, tokenizer, extra)
+    acc.wait_for_everyone()
+
+
+def _save_state(acc, out: Path, step: int, cfg: VLAConfig, train_cfg: TrainConfig, fingerprint: str,
+                world: int) -> None:
+    """Write ``out/training_state`` atomically: accelerate's state (weights, optimizer, scheduler, EMA,
+    RNG of every process) + ``state.json`` (step = data position, configs, data fingerprint)."""
+    from robot_drivers.atomic import replace_directory
+    tmp = out / f'.{STATE_DIR}.tmp-{step}'
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp), safe_serialization=True)
+    if acc.is_main_process:
+        state = {'step': step, 'model_config': cfg.to_dict(), 'train_config': asdict(train_cfg),
+                 'data_fingerprint': fingerprint, 'world_size': world, 'time': time.time()}
+        (tmp / 'state.json').write_text(json.dumps(state, indent=1), encoding='utf-8')
+        replace_directory(tmp, out / STATE_DIR)
+    acc.wait_for_everyone()

@@ -44,6 +44,11 @@ class DataConfig:
     action_from_state: List[str] = field(default_factory=list)  # joints whose action = next measured state;
     # `all`: no command topic recorded, every action is the next measured state
     workers: int = 2                    # processes decoding bags
+    # On-disk dataset cache (vla_training.dataset_cache): bags decoded once, reused while neither
+    # they nor these data options change; false = decode every bag into RAM for this run only.
+    cache: bool = True
+    cache_dir: Optional[str] = None     # None = $VLA_CACHE_DIR or ~/.cache/vla_ros2/datasets
+    cache_images: str = 'keep'          # keep: as the bag stored them; png: raw frames PNG-compressed (lossless)
     # Robot parameter file (config/<robot>.yaml, relative to this YAML): topics = the deployed ones
     # (BagTopics.from_robot_config); excludes `topics`, so recording, training and deployment agree.
     robot_config: Optional[str] = None
@@ -238,11 +243,67 @@ def read_bags(bags: Sequence[str], model_cfg, data: DataConfig):
     return [_read_one(j) for j in jobs]
 
 
+def cache_spec(model_cfg, data: DataConfig):
+    """The :class:`vla_training.dataset_cache.CacheSpec` of a model's embodiment and ``data``."""
+    from vla_training.bag_reader import BagTopics
+    from vla_training.dataset_cache import CacheSpec
+    return CacheSpec(embodiment=model_cfg.embodiment, topics=BagTopics.from_dict(data.topics).as_dict(),
+                     rate_hz=data.rate_hz, max_age_s=data.max_age_s,
+                     action_from_state=tuple(data.action_from_state), images=data.cache_images)
+
+
+def load_data(bags: Sequence[str], model_cfg, data: DataConfig, progress: bool = False):
+    """The training data of ``bags``: a :class:`~vla_training.dataset_cache.DatasetCache` (built or
+    reused; under torchrun each machine's local rank 0 builds, the others then find it), or, with
+    ``data.cache`` false, the episodes in RAM. A LeRobotDataset v3 directory among ``bags`` is
+    read with :func:`vla_training.lerobot_dataset.read_lerobot` and cached likewise."""
+    from vla_training.bag_dataset import find_bags
+    from vla_training.dataset_cache import DatasetCache, build_cache, build_cache_from_lerobot
+    from vla_training.lerobot_dataset import is_lerobot_dataset
+    lerobot = [b for b in bags if is_lerobot_dataset(b)]
+    rosbags = [b for b in bags if b not in lerobot]
+    if not data.cache:
+        if lerobot:
+            raise ValueError(f'data.cache: false cannot read the LeRobotDataset {lerobot[0]}; it is read through the cache')
+        return read_bags(rosbags, model_cfg, data)
+    import contextlib
+    state = None
+    if int(__import__('os').environ.get('WORLD_SIZE', '1')) > 1:
+        from accelerate import PartialState
+        state = PartialState()
+    spec = cache_spec(model_cfg, data)
+    bars: List[Any] = []
+
+    def tick(done, total):      # a bar only once there is something to build
+        if not bars:
+            from tqdm.auto import tqdm
+            bars.append(tqdm(desc='cache', unit='bag', total=total, dynamic_ncols=True))
+        bars[0].n = done
+        bars[0].refresh()
+
+    with state.local_main_process_first() if state is not None else contextlib.nullcontext():
+        parts = []
+        if rosbags:
+            parts.append(build_cache(find_bags(rosbags), spec, data.cache_dir, workers=data.workers,
+                                     progress=tick if progress else None))
+        for d in lerobot:
+            parts.append(build_cache_from_lerobot(d, spec, data.cache_dir))
+    for bar in bars:
+        bar.close()
+    if len(parts) == 1:
+        return parts[0]
+    return DatasetCache(root=parts[0].root, entries=[e for p in parts for e in p.entries],
+                        built=sum(p.built for p in parts), reused=sum(p.reused for p in parts),
+                        seconds=sum(p.seconds for p in parts))
+
+
 def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str] = None,
         overrides: Optional[Dict[str, Any]] = None, progress: bool = True, data_workers: Optional[int] = None,
-        preset: Optional[str] = None):
-    """Read ``bags``, train, return the ``TrainResult``; ``overrides``: ``{'steps': 500, 'backbone': 'hf_vlm'}``;
-    ``preset``: a model preset overlaid on ``config`` (:func:`load_train_yaml`)."""
+        preset: Optional[str] = None, resume: bool = False, data_overrides: Optional[Dict[str, Any]] = None):
+    """Read ``bags``, train, return the ``TrainResult``; ``overrides``: ``{'steps': 500, 'backbone': 'hf_vlm'}``
+    (TrainConfig fields); ``data_overrides``: DataConfig fields (``{'cache': False}``); ``preset``: a
+    model preset overlaid on ``config`` (:func:`load_train_yaml`); ``resume``: continue from the run
+    directory's training state (:func:`vla_training.train.train`)."""
     from vla_training.train import train
     model_cfg, train_cfg, data_cfg = load_train_yaml(config, preset)
     overrides = dict(overrides or {})
@@ -257,20 +318,28 @@ def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str]
         train_cfg.output_dir = output
     if data_workers is not None:
         data_cfg.workers = data_workers
+    for k, v in (data_overrides or {}).items():
+        if v is not None:
+            setattr(data_cfg, k, v)
     try:   # re-run TrainConfig's checks with the overrides (e.g. steps below warmup_steps)
         train_cfg = type(train_cfg)(**vars(train_cfg))
     except ValueError as exc:
         given = ', '.join(f'{k}={v}' for k, v in overrides.items() if v is not None)
         raise ValueError(f'{config or "default config"}{f" with {given}" if given else ""}: train: {exc}') from exc
     t0 = time.time()
-    episodes = read_bags(bags, model_cfg, data_cfg)
-    n = sum(len(e) for e in episodes)
-    dropped = sum(e.dropped for e in episodes)
-    log.info('read %d episodes (%d samples, %d stale ticks dropped) in %.1f s', len(episodes), n, dropped,
-             time.time() - t0)
+    data = load_data(bags, model_cfg, data_cfg, progress=progress)
+    if isinstance(data, list):
+        n, dropped, what = sum(len(e) for e in data), sum(e.dropped for e in data), 'in RAM'
+    else:
+        n = int(data.lengths.sum())
+        dropped = sum(e.meta['dropped'] for e in data.entries)
+        what = f'cache {data.root}: {data.built} built, {data.reused} reused'
+    msg = (f'read {len(data)} episodes, {n} samples ({dropped} stale ticks dropped) in {time.time() - t0:.1f} s '
+           f'({what})')
+    log.info(msg)
     if progress:
-        print(f'read {len(episodes)} episodes, {n} samples ({dropped} stale ticks dropped) in {time.time() - t0:.1f} s')
-    return train(episodes, model_cfg, train_cfg, progress=progress)
+        print(msg)
+    return train(data, model_cfg, train_cfg, progress=progress, resume=resume)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -290,18 +359,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--batch-size', type=cli.positive_int, default=None)
     p.add_argument('--backbone', default=None, help='backbone registry name, e.g. film_cnn or hf_vlm')
     p.add_argument('--device', default=None)
+    p.add_argument('--resume', action='store_true',
+                   help='continue from <output>/training_state (written every train.checkpoint_every steps)')
+    p.add_argument('--cache-dir', default=None, help='dataset cache directory (default $VLA_CACHE_DIR or '
+                                                      '~/.cache/vla_ros2/datasets)')
+    p.add_argument('--no-cache', action='store_true', help='decode the bags into RAM for this run only')
+    p.add_argument('--nproc-per-node', type=cli.positive_int, default=None,
+                   help='train with N processes on this machine (torchrun --standalone; DDP, gloo on CPU, NCCL on GPU)')
     p.add_argument('--no-progress', action='store_true')
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    if a.nproc_per_node and a.nproc_per_node > 1 and 'LOCAL_RANK' not in __import__('os').environ:
+        return _torchrun(a.nproc_per_node, list(argv) if argv is not None else sys.argv[1:])
 
     def body() -> int:
         res = run(a.bags, a.config, a.output,
                   {'steps': a.steps, 'batch_size': a.batch_size, 'backbone': a.backbone, 'device': a.device},
-                  progress=not a.no_progress, preset=a.preset)
-        print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
+                  progress=not a.no_progress, preset=a.preset, resume=a.resume,
+                  data_overrides={'cache_dir': a.cache_dir, 'cache': False if a.no_cache else None})
+        from accelerate import PartialState
+        if PartialState().is_main_process:
+            print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
         return 0
 
     return cli.run_main(p.prog, body, debug=a.debug)
+
+
+def _torchrun(nproc: int, argv: List[str]) -> int:
+    """Run this entry point under ``torchrun --standalone --nproc-per-node N`` (one machine)."""
+    from torch.distributed.run import main as torchrun_main
+    rest = [x for i, x in enumerate(argv) if not x.startswith('--nproc-per-node')
+            and not (i > 0 and argv[i - 1] == '--nproc-per-node')]
+    try:
+        torchrun_main(['--standalone', f'--nproc-per-node={nproc}', '-m', 'vla_training.train_cli'] + rest)
+    except Exception as exc:   # torch.distributed.elastic's ChildFailedError: each rank printed its error
+        print(f'train: error: {nproc} processes under torchrun failed ({type(exc).__name__})', file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == '__main__':
