@@ -381,19 +381,37 @@ class _LossModule(torch.nn.Module):
         return self.vla.loss(batch)
 
 
-def _make_accelerator(cfg: TrainConfig):
+def process_state(device: str):
+    """accelerate's ``PartialState`` of this process (initialises the process group under torchrun:
+    gloo for ``device: cpu``, NCCL for GPUs); the one :func:`train` uses."""
+    from accelerate import PartialState
+    return PartialState(cpu=device == 'cpu')
+
+
+def _make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False):
     """The ``accelerate.Accelerator`` of this process (DDP / FSDP / DeepSpeed from the launcher's env).
 
     Gradient accumulation, the scheduler and the data loader are driven here, not by accelerate
     (its prepared scheduler steps once per process and its data loader would re-shard our sampler).
+    ``find_unused_parameters``: DDP must be told when a structure leaves parameters without
+    gradients (e.g. a VLM's LM head under a continuous head), see :func:`_unused_parameters`.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
         AcceleratorState._reset_state(True)   # several trainings in one process (tests, benchmarks)
-    # find_unused_parameters: a structure may leave parts of a VLM unused (e.g. the LM head)
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    process_state(cfg.device)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
     return Accelerator(cpu=cfg.device == 'cpu', mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+
+
+def _unused_parameters(vla: VLA, batch: Dict[str, torch.Tensor]) -> bool:
+    """Whether one backward pass on ``batch`` leaves a trainable parameter without a gradient."""
+    loss, _ = vla.loss(batch)
+    loss.backward()
+    unused = any(p.grad is None for p in vla.parameters() if p.requires_grad)
+    vla.zero_grad(set_to_none=True)
+    return unused
 
 
 def _source_of(data, cfg: VLAConfig):
@@ -456,11 +474,12 @@ def _find_state(out: Path) -> Optional[Path]:
 def _check_resume(state: Dict[str, Any], cfg: VLAConfig, train_cfg: TrainConfig, fingerprint: str,
                   world: int, where: Path) -> None:
     """Refuse to resume a state written by another run (names the first differing field)."""
-    if state['model_config'] != cfg.to_dict():
-        diff = sorted(k for k in set(state['model_config']) | set(cfg.to_dict())
-                      if state['model_config'].get(k) != cfg.to_dict().get(k))
+    now_model = json.loads(json.dumps(cfg.to_dict()))     # as state.json holds it (tuples -> lists)
+    if state['model_config'] != now_model:
+        diff = sorted(k for k in set(state['model_config']) | set(now_model)
+                      if state['model_config'].get(k) != now_model.get(k))
         raise ValueError(f'--resume: {where} was written for another model config (differs in {diff})')
-    saved, now = state['train_config'], asdict(train_cfg)
+    saved, now = state['train_config'], json.loads(json.dumps(asdict(train_cfg)))
     diff = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
     if diff:
         raise ValueError(f'--resume: {where} was written with train.{diff[0]}={saved.get(diff[0])!r}, '
@@ -522,11 +541,11 @@ def train(data, vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = 
     from .dataset import ChunkDataset, StepBatchSampler, collate
 
     t0 = time.time()
-    acc = _make_accelerator(train_cfg)
+    pstate = process_state(train_cfg.device) if int(os.environ.get('WORLD_SIZE', '1')) > 1 else None
     torch.set_num_threads(train_cfg.num_threads)
-    torch.manual_seed(train_cfg.seed)
-    main = acc.is_main_process
-    world, rank = acc.num_processes, acc.process_index
+    main = pstate is None or pstate.is_main_process
+    world = 1 if pstate is None else pstate.num_processes
+    rank = 0 if pstate is None else pstate.process_index
     cfg = VLAConfig.from_dict(copy.deepcopy(vla_cfg.to_dict()))
     out = Path(train_cfg.output_dir)
     if main:
@@ -547,7 +566,11 @@ def train(data, vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = 
     val_ds = ChunkDataset(source, va_ep, cfg, stats, tokenizer) if len(va_ep) else None
     fingerprint = _fingerprint(source, tr_ep)
 
+    torch.manual_seed(train_cfg.seed)
     vla = VLA(cfg)
+    unused = world > 1 and _unused_parameters(vla, _to_device(collate(train_ds.__getitems__([0, 1])), 'cpu'))
+    torch.manual_seed(train_cfg.seed + 1)
+    acc = _make_accelerator(train_cfg, find_unused_parameters=unused)
     ema = None
     if train_cfg.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -584,7 +607,9 @@ def train(data, vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = 
     loader = torch.utils.data.DataLoader(
         train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=train_cfg.num_workers,
         worker_init_fn=_worker_init, pin_memory=acc.device.type == 'cuda',
-        prefetch_factor=4 if train_cfg.num_workers else None, persistent_workers=False)
+        prefetch_factor=4 if train_cfg.num_workers else None, persistent_workers=False,
+        generator=torch.Generator().manual_seed(train_cfg.seed))   # workers' seeds: not from the global RNG,
+    # which the training state restores for the model's own noise (diffusion / flow) on resume
     writer = SummaryWriter(str(out / 'tb'), purge_step=start + 1 if start else None) if main else None
     wandb_run = _wandb(train_cfg, cfg, out, resume=bool(start)) if main else None
 

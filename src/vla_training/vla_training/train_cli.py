@@ -252,7 +252,7 @@ def cache_spec(model_cfg, data: DataConfig):
                      action_from_state=tuple(data.action_from_state), images=data.cache_images)
 
 
-def load_data(bags: Sequence[str], model_cfg, data: DataConfig, progress: bool = False):
+def load_data(bags: Sequence[str], model_cfg, data: DataConfig, progress: bool = False, device: str = 'cpu'):
     """The training data of ``bags``: a :class:`~vla_training.dataset_cache.DatasetCache` (built or
     reused; under torchrun each machine's local rank 0 builds, the others then find it), or, with
     ``data.cache`` false, the episodes in RAM. A LeRobotDataset v3 directory among ``bags`` is
@@ -269,8 +269,8 @@ def load_data(bags: Sequence[str], model_cfg, data: DataConfig, progress: bool =
     import contextlib
     state = None
     if int(__import__('os').environ.get('WORLD_SIZE', '1')) > 1:
-        from accelerate import PartialState
-        state = PartialState()
+        from vla_training.train import process_state
+        state = process_state(device)
     spec = cache_spec(model_cfg, data)
     bars: List[Any] = []
 
@@ -327,7 +327,7 @@ def run(bags: Sequence[str], config: Optional[str] = None, output: Optional[str]
         given = ', '.join(f'{k}={v}' for k, v in overrides.items() if v is not None)
         raise ValueError(f'{config or "default config"}{f" with {given}" if given else ""}: train: {exc}') from exc
     t0 = time.time()
-    data = load_data(bags, model_cfg, data_cfg, progress=progress)
+    data = load_data(bags, model_cfg, data_cfg, progress=progress, device=train_cfg.device)
     if isinstance(data, list):
         n, dropped, what = sum(len(e) for e in data), sum(e.dropped for e in data), 'in RAM'
     else:
@@ -377,8 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   {'steps': a.steps, 'batch_size': a.batch_size, 'backbone': a.backbone, 'device': a.device},
                   progress=not a.no_progress, preset=a.preset, resume=a.resume,
                   data_overrides={'cache_dir': a.cache_dir, 'cache': False if a.no_cache else None})
-        from accelerate import PartialState
-        if PartialState().is_main_process:
+        if int(__import__('os').environ.get('RANK', '0')) == 0:
             print(f'checkpoint: {res.checkpoint_dir}  (val loss {res.val_loss}, {res.seconds:.0f} s)')
         return 0
 
