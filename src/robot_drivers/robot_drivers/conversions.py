@@ -366,7 +366,8 @@ def compressed_image_to_numpy(msg: Any, *, source: str = 'compressed image') -> 
 
 
 def decode_compressed(buf: bytes, *, source: str = 'compressed image', fmt: str = '') -> np.ndarray:
-    """JPEG / PNG bytes (the ``data`` of a ``sensor_msgs/CompressedImage``) -> ``uint8 (H, W, 3)`` RGB.
+    """JPEG / PNG bytes (the ``data`` of a ``sensor_msgs/CompressedImage``) -> ``uint8 (H, W, 3)`` RGB
+    (read-only).
 
     The one decoder of compressed frames: run-time conversion (:func:`compressed_image_to_numpy`)
     and the training data cache (``vla_training.dataset_cache``) both call it, so a model trains on
@@ -378,7 +379,11 @@ def decode_compressed(buf: bytes, *, source: str = 'compressed image', fmt: str 
     from PIL import Image as PILImage
     try:
         with PILImage.open(io.BytesIO(buf)) as im:
-            return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
+            if im.mode != 'RGB':
+                im = im.convert('RGB')
+            w, h = im.size
+            # one copy (the decoded pixels' bytes); the array is a read-only view of them
+            return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(h, w, 3)
     except Exception as exc:  # PIL raises several types for bad data
         raise ValueError(f'{source}: cannot decode {fmt!r} image ({len(buf)} bytes): {exc}') from exc
 

@@ -529,10 +529,20 @@ def build_cache(bags: Sequence[PathLike], spec: CacheSpec, root: Optional[PathLi
     if todo:
         log.info('dataset cache %s: building %d of %d entries', root, len(todo), len(targets))
     if workers > 1 and len(todo) > 1:
-        with mp.get_context('spawn').Pool(min(workers, len(todo))) as pool:
-            for i, _ in enumerate(pool.imap_unordered(_build_one, todo), 1):
-                if progress:
-                    progress(i, len(todo))
+        # concurrent.futures, not multiprocessing.Pool: a worker that dies (OOM kill, a main module that
+        # cannot be re-imported under spawn) raises BrokenProcessPool instead of being respawned forever
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context('spawn')) as pool:
+            futures = [pool.submit(_build_one, job) for job in todo]
+            try:
+                for i, fut in enumerate(as_completed(futures), 1):
+                    fut.result()
+                    if progress:
+                        progress(i, len(todo))
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
     else:
         for i, job in enumerate(todo, 1):
             _build_one(job)
