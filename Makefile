@@ -8,6 +8,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 JAZZY_VENV ?= .venv-jazzy
+MW_VENV ?= .venv-metaworld
 PY := $(VENV)/bin/python
 # 2-core reference machine: one torch thread per process (see shared notes on throughput).
 export OMP_NUM_THREADS ?= 1
@@ -24,7 +25,7 @@ set_install = $(word 4,$(SET_$(1)))
 set_log = $(word 5,$(SET_$(1)))
 COLCON_BASES = --build-base $(call set_build,$(1)) --install-base $(call set_install,$(1))
 
-.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover bench-safety bench-models clean
+.PHONY: setup setup-jazzy system-deps test-system-deps build build-jazzy test test-pinned test-jazzy demo bench-runtime bench-handover bench-safety bench-models bench-data bench-train bench-metaworld lerobot-ffmpeg clean
 
 # Offscreen OpenGL for MuJoCo (EGL via Mesa; works without a display or GPU).
 system-deps:
@@ -75,16 +76,16 @@ test-set-%:
 	$(call set_venv,$*)/bin/python -m colcon --log-base $(call set_log,$*) test --base-paths src \
 	  $(call COLCON_BASES,$*) --event-handlers console_direct+ --pytest-args -q -p no:cacheprovider
 
-test-pinned: test-system-deps build
+test-pinned: test-system-deps build $(MW_VENV)/.installed
 	$(MAKE) --no-print-directory test-set-pinned
 	$(PY) scripts/test_summary.py pinned=$(call set_build,pinned)
 
-test-jazzy: test-system-deps build-jazzy
+test-jazzy: test-system-deps build-jazzy $(MW_VENV)/.installed
 	$(MAKE) --no-print-directory test-set-jazzy
 	$(JAZZY_VENV)/bin/python scripts/test_summary.py jazzy=$(call set_build,jazzy)
 
 # Both sets run even when the first fails; the summary (last line) covers both.
-test: test-system-deps build build-jazzy
+test: test-system-deps build build-jazzy $(MW_VENV)/.installed
 	@rc=0; \
 	echo '=== pinned set ($(VENV), constraints/pinned.txt)'; \
 	$(MAKE) --no-print-directory test-set-pinned || rc=1; \
@@ -121,6 +122,38 @@ $(LEROBOT_VENV)/.installed:
 	$(@D)/bin/python -m pip install -q --upgrade pip
 	$(@D)/bin/python -m pip install -q lerobot==$(LEROBOT_VERSION)
 	touch $@
+
+# LeRobot's default video decoder (torchcodec) loads the system FFmpeg (libavutil 56-60); installed here when
+# root (Debian/Ubuntu), else LeRobot's runs fall back to PyAV and say so in their results.
+lerobot-ffmpeg:
+	@if [ "$$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libavutil.so.5[6-9]\|libavutil.so.60'; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavdevice-dev libavfilter-dev >/dev/null || \
+	  echo 'note: no system FFmpeg; LeRobot decodes video with PyAV'; fi
+
+# Dataset cache vs bags vs LeRobotDataset v3 (build time, size), loader samples/s on a dataset 4x the memory cap
+# (cgroup), ours vs LeRobot 0.4.4 -> benchmarks/results/data.json + the data table in benchmarks/README.md.
+# Needs root (or a delegated cgroup) for the memory cap; about 2.5 h on 2 cores the first time (recording).
+bench-data: build $(LEROBOT_VENV)/.installed lerobot-ffmpeg
+	source $(call set_install,pinned)/setup.bash && $(PY) benchmarks/bench_data.py $(BENCH_ARGS)
+
+# Meta-World's own venv (metaworld 3.1.1 pins mujoco 3.3.0): the env side of the Meta-World harness
+# (MW_VENV is set at the top: `make test` builds it for the harness test).
+$(MW_VENV)/.installed: requirements-metaworld.txt
+	python3 -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --upgrade pip
+	$(@D)/bin/python -m pip install -q -r requirements-metaworld.txt
+	touch $@
+
+# Meta-World MT10 (and MT50 with BENCH_ARGS="--suite mt50") through the policy server: expert demos recorded as
+# rosbag2 in Meta-World's venv, `train` per preset, closed-loop evaluation on held-out seeds by a client in that
+# venv -> benchmarks/results/metaworld.json + the Meta-World table in benchmarks/README.md.
+bench-metaworld: build $(MW_VENV)/.installed
+	source $(call set_install,pinned)/setup.bash && $(PY) benchmarks/bench_metaworld.py --metaworld-python $(MW_VENV)/bin/python $(BENCH_ARGS)
+
+# Training engine: samples/s of 1 vs 2 processes (torchrun, gloo) on the demo data and the kill -9 + resume
+# loss check -> benchmarks/results/train.json + the training table in benchmarks/README.md (~15 min on 2 cores).
+bench-train: build
+	source $(call set_install,pinned)/setup.bash && $(PY) benchmarks/bench_train.py $(BENCH_ARGS)
 
 # Hand-over modes x simulated model latency, closed loop (benchmarks/results/handover.json): needs the
 # demo's bags and film_cnn checkpoint (`make demo`) and a flow-head checkpoint for the rtc row, trained

@@ -6,3 +6,4 @@ from robot_drivers.machines import wheel_loader  # noqa: F401
 from robot_drivers.machines import articulated_truck  # noqa: F401
 from robot_drivers.machines import excavator  # noqa: F401
 from robot_drivers.machines import humanoids  # noqa: F401
+from robot_drivers.machines import sawyer_metaworld  # noqa: F401
