@@ -26,6 +26,7 @@ setup(
             'evaluate = vla_training.evaluate:main',
             'demo = vla_training.demo:main',
             'machine_demo = vla_training.machine_demo:main',
+            'export_lerobot = vla_training.lerobot_dataset:main',
         ],
     },
 )

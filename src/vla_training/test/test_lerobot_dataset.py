@@ -472,3 +472,28 @@ def test_train_reads_a_lerobot_dataset_through_the_cache(mode, demos, exports, t
         if mode == 'images':
             for c in ('front', 'wrist'):
                 np.testing.assert_array_equal(back.camera_images[c], orig.camera_images[c])
+
+
+def test_export_cli_writes_a_dataset_read_back_exactly(tmp_path, capsys):
+    """``export_lerobot --bags ... --images``: bags -> cache -> LeRobotDataset v3, low-dim and frames exact."""
+    from vla_training.record import RecordConfig, record_demos
+    bags = record_demos(RecordConfig(episodes=2, output=str(tmp_path / 'bags'), workers=1, tasks=('reach',)),
+                        progress=False)
+    cfg = tmp_path / 'cfg.yaml'
+    cfg.write_text((REPO / 'config' / 'train_franka_2cam.yaml').read_text().replace(
+        'robot_config: franka.yaml', f'robot_config: {REPO / "config" / "franka.yaml"}'))
+    out = tmp_path / 'lerobot'
+    assert lds.main(['--bags', str(tmp_path / 'bags'), '--config', str(cfg), '--output', str(out), '--images',
+                     '--cache-dir', str(tmp_path / 'cache')]) == 0
+    assert '2 episodes' in capsys.readouterr().out
+    back = list(read_lerobot(out))
+    for b, p in zip(back, bags):
+        e = read_episode(p, FRANKA_PANDA, TOPICS)
+        np.testing.assert_array_equal(b.actions, e.actions)
+        np.testing.assert_array_equal(b.camera_images['wrist'], e.camera_images['wrist'])
+    assert _info(out)['fps'] == 10
+    # an existing dataset is not overwritten: one line naming it
+    assert lds.main(['--bags', str(tmp_path / 'bags'), '--config', str(cfg), '--output', str(out), '--images',
+                     '--cache-dir', str(tmp_path / 'cache')]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0], err

@@ -72,6 +72,7 @@ __all__ = [
     'default_camera_key',
     'export_lerobot',
     'is_lerobot_dataset',
+    'main',
     'read_lerobot',
 ]
 
@@ -1309,3 +1310,48 @@ def _iter_episodes(root: Path, info: dict, episodes: List[dict], tasks: Dict[int
     finally:
         for rd in readers.values():
             rd.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``export_lerobot`` console script: bags (through the dataset cache) -> a LeRobotDataset v3 directory.
+
+        ros2 run vla_training export_lerobot --bags demos/ --config config/train_franka_2cam.yaml --output lerobot/
+
+    Topics, embodiment and cameras come from the training YAML, as ``train`` reads them; ``--fps``
+    defaults to the grid rate (``data.rate_hz`` or the embodiment's control rate). Exit status 0, 1 (one
+    line on stderr naming the bag / file), 2 (usage).
+    """
+    import logging
+    from robot_drivers import cli
+    p = cli.ArgumentParser(prog='export_lerobot', description=main.__doc__.split('\n\n')[0])
+    p.add_argument('--bags', nargs='+', required=True, help='rosbag2 directories, or directories holding them')
+    p.add_argument('--config', default=None, help='training YAML (topics, embodiment); default config')
+    p.add_argument('--output', required=True, help='the new LeRobotDataset directory')
+    p.add_argument('--fps', type=cli.positive_int, default=None)
+    p.add_argument('--images', action='store_true', help='PNG images in the parquet files instead of AV1 video')
+    p.add_argument('--repo-id', default='local/vla_demos')
+    p.add_argument('--cache-dir', default=None)
+    p.add_argument('--overwrite', action='store_true')
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+
+    def body() -> int:
+        from robot_drivers.embodiment import get_embodiment
+        from vla_training import train_cli
+        model_cfg, _, data = train_cli.load_train_yaml(a.config)
+        if a.cache_dir:
+            data.cache_dir = a.cache_dir
+        data.cache = True
+        cache = train_cli.load_data(a.bags, model_cfg, data)
+        fps = a.fps or int(round(data.rate_hz or get_embodiment(model_cfg.embodiment).control_rate_hz))
+        root = export_lerobot(cache.episodes(), a.output, fps=fps, repo_id=a.repo_id, robot_type=model_cfg.embodiment,
+                              use_videos=not a.images, overwrite=a.overwrite)
+        print(f'{root}: {len(cache)} episodes, {int(cache.lengths.sum())} frames at {fps} fps')
+        return 0
+
+    return cli.run_main(p.prog, body, debug=a.debug)
+
+
+if __name__ == '__main__':
+    import sys
+    sys.exit(main())

@@ -620,6 +620,10 @@ def train(data, vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = 
     bar = tqdm(total=train_cfg.steps, initial=start, disable=not (progress and main), desc='train',
                dynamic_ncols=True)
     log = open(out / 'train_log.jsonl', 'a', encoding='utf-8') if main else None
+    if train_cfg.num_workers:
+        import gc
+        gc.collect()
+        gc.freeze()   # forked loader workers then copy less of this process's heap (its GC leaves it alone)
     it = iter(loader)
     try:
         for step in range(start + 1, train_cfg.steps + 1):
@@ -664,12 +668,16 @@ def train(data, vla_cfg: VLAConfig, train_cfg: TrainConfig, *, progress: bool = 
                     _log(dict({'step': step, 'time_s': time.time() - t0}, **{f'eval/{k}': v for k, v in res.items()}),
                          writer, wandb_run, log)
                 acc.wait_for_everyone()
-            if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step != train_cfg.steps:
-                _save_state(acc, out, step, cfg, train_cfg, fingerprint, world)
+            if train_cfg.checkpoint_every and (step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps):
+                _save_state(acc, out, step, cfg, train_cfg, fingerprint, world)   # at the end too: resuming a
+                # finished run then has nothing to redo
     finally:
         bar.close()
         if log is not None:
             log.close()
+        if train_cfg.num_workers:
+            import gc
+            gc.unfreeze()
     if val_ds is not None and val_loss is None:
         val_loss = _evaluate_loss(model, val_ds, acc, train_cfg.val_max_samples)
     if writer is not None:
